@@ -1,0 +1,3 @@
+"""Metric strategies."""
+
+BUILTIN_METRICS: list[type] = []

@@ -1,0 +1,3 @@
+"""Similarity (data-term) strategies."""
+
+BUILTIN_SIMILARITIES: list[type] = []

@@ -1,0 +1,3 @@
+"""Solver strategies."""
+
+BUILTIN_SOLVERS: list[type] = []
