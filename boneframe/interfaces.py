@@ -192,6 +192,10 @@ class VolumeFormat(Strategy):
         """Write ``volume`` to ``path`` (the caller handles atomicity)."""
         raise NotImplementedError(f"format {self.name!r} cannot be written")
 
+    def sidecar(self, volume: Volume) -> dict[str, Any] | None:
+        """Metadata this format cannot hold itself, written to ``<stem>.json``."""
+        return None
+
     @classmethod
     def can_write(cls) -> bool:
         """True when this format implements ``write``."""

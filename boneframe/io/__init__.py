@@ -1,3 +1,141 @@
-"""Volume readers and writers, chosen by file extension."""
+"""Volume readers and writers, chosen by file extension.
 
-BUILTIN_FORMATS: list[type] = []
+Formats are strategies of kind ``format`` registered through the plugin
+registry (built-ins: npy, zarr, tiff, nifti), so a lab can add its scanner's
+format as a package.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneframe.errors import BoneframeError, VolumeIOError
+from boneframe.interfaces import VolumeFormat
+from boneframe.io.atomic import atomic_path, check_writable
+from boneframe.io.nifti_format import NiftiFormat
+from boneframe.io.npy import NpyFormat
+from boneframe.io.sidecar import read_json, sidecar_path, write_json
+from boneframe.io.tiff_format import TiffFormat
+from boneframe.io.zarr_format import ZarrFormat
+from boneframe.volume import Volume, as_triple, as_volume
+
+BUILTIN_FORMATS: list[type] = [NpyFormat, ZarrFormat, TiffFormat, NiftiFormat]
+
+__all__ = [
+    "BUILTIN_FORMATS",
+    "atomic_path",
+    "format_for",
+    "read_json",
+    "read_volume",
+    "sidecar_path",
+    "write_json",
+    "write_volume",
+]
+
+
+def format_for(path: str | os.PathLike[str]) -> VolumeFormat:
+    """The registered format whose extension ends ``path`` (longest match wins)."""
+    from boneframe.registry import get_registry
+
+    name = Path(path).name.lower()
+    best: tuple[int, type[VolumeFormat]] | None = None
+    for entry in get_registry().entries("format"):
+        cls = entry.cls
+        for ext in cls.extensions:  # type: ignore[attr-defined]
+            if name.endswith(ext) and (best is None or len(ext) > best[0]):
+                best = (len(ext), cls)  # type: ignore[assignment]
+    if best is None:
+        known = sorted(
+            ext for e in get_registry().entries("format") for ext in e.cls.extensions  # type: ignore[attr-defined]
+        )
+        raise VolumeIOError(f"{path}: unknown volume format; known extensions: {', '.join(known)}")
+    return best[1]()
+
+
+def read_volume(
+    path: str | os.PathLike[str], voxel_size: float | Sequence[float] | None = None
+) -> Volume:
+    """Read a volume; its format is chosen by extension.
+
+    Parameters
+    ----------
+    path : path-like
+        File (or directory, for zarr) to read.
+    voxel_size : float or 3 floats, optional
+        Voxel size in µm overriding what the file says.
+
+    Raises
+    ------
+    VolumeIOError
+        When the file is missing, of unknown type, corrupt or not 3D; the message
+        names the file.
+    """
+    p = Path(path)
+    fmt = format_for(p)
+    if not p.exists():
+        raise VolumeIOError(f"{p}: no such file or directory")
+    try:
+        volume = fmt.read(p)
+    except BoneframeError as exc:
+        raise VolumeIOError(f"cannot read {p}: {exc}") from exc
+    except Exception as exc:  # libraries raise anything on corrupt files
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VolumeIOError(f"cannot read {p} as {fmt.name}: {msg}") from exc
+    if voxel_size is not None:
+        volume = as_volume(volume, as_triple(voxel_size, "voxel size"))
+    return volume
+
+
+def write_volume(
+    volume: Volume | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    sidecar: dict[str, Any] | None = None,
+) -> Path:
+    """Write a volume atomically; the format is chosen by extension.
+
+    Parameters
+    ----------
+    volume : Volume or array
+        What to write (an array is written without voxel size).
+    path : path-like
+        Target; an existing one is refused unless ``overwrite``.
+    overwrite : bool
+        Replace an existing target.
+    sidecar : dict, optional
+        Extra entries for the ``<stem>.json`` sidecar (written with the
+        geometry whenever given, whatever the format).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    vol = as_volume(volume)
+    p = Path(path)
+    fmt = format_for(p)
+    if not fmt.can_write():
+        raise VolumeIOError(f"{p}: format {fmt.name} is read-only")
+    side = fmt.sidecar(vol)
+    if sidecar is not None:
+        from boneframe.io.geometry import geometry_to_json
+
+        side = {**geometry_to_json(vol), **(side or {}), **sidecar}
+    if side is not None:
+        check_writable(sidecar_path(p), overwrite)
+    try:
+        with atomic_path(p, overwrite=overwrite) as tmp:
+            fmt.write(vol, tmp)
+    except BoneframeError:
+        raise
+    except Exception as exc:
+        raise VolumeIOError(f"cannot write {p} as {fmt.name}: {exc}") from exc
+    if side is not None:
+        write_json(sidecar_path(p), side, overwrite=overwrite)
+    return p

@@ -1,0 +1,49 @@
+"""JSON sidecars: ``<stem>.json`` beside a volume or kernel file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneframe.io.atomic import atomic_path
+
+_EXTENSIONS = (".nii.gz", ".npy", ".zarr", ".tiff", ".tif", ".nii")
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The sidecar of a file: same folder and stem, extension ``.json``."""
+    path = Path(path)
+    name = path.name
+    for ext in _EXTENSIONS:
+        if name.lower().endswith(ext):
+            return path.with_name(name[: -len(ext)] + ".json")
+    return path.with_suffix(".json")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def to_json(data: Any) -> str:
+    """JSON text (numpy values converted), indented for people."""
+    return json.dumps(data, indent=2, default=_default, allow_nan=True) + "\n"
+
+
+def write_json(path: str | Path, data: Any, overwrite: bool = True) -> None:
+    """Write ``data`` as JSON atomically."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(to_json(data))
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """Read a JSON object."""
+    return json.loads(Path(path).read_text())
