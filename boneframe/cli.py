@@ -39,7 +39,9 @@ def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | No
     try:
         values = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise InputError(f"{what} must be a number or three comma-separated numbers, got {text!r}") from None
+        raise InputError(
+            f"{what} must be a number or three comma-separated numbers, got {text!r}"
+        ) from None
     return as_triple(values, what)
 
 
@@ -60,7 +62,7 @@ def plugins() -> None:
         table.add_row(e.kind, e.name, e.package, e.version, e.description)
     console = Console(width=max(120, Console().width))
     console.print(table)
-    for (kind, name) in registry.conflicts:
+    for kind, name in registry.conflicts:
         console.print(f"[red]refused:[/red] {registry.conflict_message(kind, name)}")
     for failure in registry.failures:
         console.print(f"[red]failed:[/red] {failure}")
@@ -73,10 +75,15 @@ def phantom(
     size: Annotated[int, typer.Option(help="High-resolution size per axis (multiple of p).")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     kernel: Annotated[
-        Path | None, typer.Option(help="Kernel .npy file (default: a Gaussian, see --kernel-sigma).")
+        Path | None,
+        typer.Option(help="Kernel .npy file (default: a Gaussian, see --kernel-sigma)."),
     ] = None,
-    kernel_sigma: Annotated[str, typer.Option(help="Gaussian sigma per axis, HR voxels.")] = "1.6,1.3,1.1",
-    kernel_shift: Annotated[str, typer.Option(help="Gaussian centre offset per axis, HR voxels.")] = "0.3,-0.2,0.1",
+    kernel_sigma: Annotated[
+        str, typer.Option(help="Gaussian sigma per axis, HR voxels.")
+    ] = "1.6,1.3,1.1",
+    kernel_shift: Annotated[
+        str, typer.Option(help="Gaussian centre offset per axis, HR voxels.")
+    ] = "0.3,-0.2,0.1",
     kernel_gain: Annotated[float, typer.Option(help="Kernel sum.")] = 1.0,
     kernel_support: Annotated[int, typer.Option(help="Odd kernel support.")] = 9,
     offset: Annotated[float, typer.Option(help="Grey-level shift c.")] = 0.0,
@@ -94,7 +101,9 @@ def phantom(
     from boneframe.io import atomic_path, write_json, write_volume
     from boneframe.phantom import gaussian_kernel, simulate_pair
 
-    ext = {"zarr": ".zarr", "npy": ".npy", "tif": ".tif", "tiff": ".tif", "nii": ".nii.gz"}.get(format)
+    ext = {"zarr": ".zarr", "npy": ".npy", "tif": ".tif", "tiff": ".tif", "nii": ".nii.gz"}.get(
+        format
+    )
     if ext is None:
         raise InputError(f"unknown --format {format!r}; choose zarr, npy, tif or nii")
     if kernel is not None:
@@ -109,8 +118,15 @@ def phantom(
             kernel_gain,
         )
     pair = simulate_pair(
-        size, seed, kernel=h, offset=offset, noise=noise, p=p, bv_tv=bv_tv,
-        thickness=thickness, voxel_size_hr=voxel_size,
+        size,
+        seed,
+        kernel=h,
+        offset=offset,
+        noise=noise,
+        p=p,
+        bv_tv=bv_tv,
+        thickness=thickness,
+        voxel_size_hr=voxel_size,
     )
     hr, lr = pair.volumes()
     with atomic_path(out, overwrite=overwrite) as tmp:
@@ -118,17 +134,26 @@ def phantom(
         write_volume(hr, tmp / f"hr{ext}")
         write_volume(lr, tmp / f"lr{ext}")
         np.save(tmp / "kernel.npy", pair.kernel)
-        write_json(tmp / "phantom.json", {
-            **pair.params,
-            "kernel": "file" if kernel is not None else "gaussian",
-            "kernel_file": None if kernel is None else str(kernel),
-            "kernel_sigma": None if kernel is not None else list(parse_triple(kernel_sigma, "sigma")),
-            "kernel_shift": None if kernel is not None else list(parse_triple(kernel_shift, "shift")),
-            "voxel_size_lr_um": list(pair.voxel_size_lr),
-            "format": format,
-            "files": {"hr": f"hr{ext}", "lr": f"lr{ext}", "kernel": "kernel.npy"},
-        })
-    typer.echo(f"wrote {out}/hr{ext} {hr.shape}, {out}/lr{ext} {lr.shape}, kernel.npy, phantom.json")
+        write_json(
+            tmp / "phantom.json",
+            {
+                **pair.params,
+                "kernel": "file" if kernel is not None else "gaussian",
+                "kernel_file": None if kernel is None else str(kernel),
+                "kernel_sigma": None
+                if kernel is not None
+                else list(parse_triple(kernel_sigma, "sigma")),
+                "kernel_shift": None
+                if kernel is not None
+                else list(parse_triple(kernel_shift, "shift")),
+                "voxel_size_lr_um": list(pair.voxel_size_lr),
+                "format": format,
+                "files": {"hr": f"hr{ext}", "lr": f"lr{ext}", "kernel": "kernel.npy"},
+            },
+        )
+    typer.echo(
+        f"wrote {out}/hr{ext} {hr.shape}, {out}/lr{ext} {lr.shape}, kernel.npy, phantom.json"
+    )
 
 
 # --------------------------------------------------------------------------- info
@@ -178,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             _err(format_validation_error(exc))
             code = EXIT_USER_ERROR
         else:
-            _err(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            _err(
+                f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+            )
             code = 1
     if argv is None:
         sys.exit(code)

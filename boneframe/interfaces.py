@@ -28,7 +28,7 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Strategy(ABC):
+class Strategy(ABC):  # noqa: B024 (abstract through its subclasses)
     """Base of every pluggable strategy.
 
     Parameters

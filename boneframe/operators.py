@@ -122,7 +122,9 @@ class Convolution:
         if mode == "same":
             self.shape_out = self.shape_in
         else:
-            self.shape_out = tuple(n - k + 1 for n, k in zip(self.shape_in, self.h.shape, strict=True))
+            self.shape_out = tuple(
+                n - k + 1 for n, k in zip(self.shape_in, self.h.shape, strict=True)
+            )
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """Forward: ``h * x``."""
@@ -182,7 +184,8 @@ def valid_lr_slices(
         hi = (int(n) - 1 - r) // q + 1
         if hi <= lo:
             raise InputError(
-                f"kernel support {tuple(support)} leaves no valid voxel in a volume of {tuple(hr_shape)}"
+                f"kernel support {tuple(support)} leaves no valid voxel "
+                f"in a volume of {tuple(hr_shape)}"
             )
         out.append(slice(lo, hi))
     return tuple(out)  # type: ignore[return-value]

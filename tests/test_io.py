@@ -55,8 +55,13 @@ def test_imagej_tiff_voxel_size(tmp_path, rng):
     import tifffile
 
     data = rng.random((5, 6, 7)).astype("f4")
-    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(1 / 0.041, 1 / 0.041),
-                     metadata={"spacing": 0.082, "unit": "mm", "axes": "ZYX"})
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        data,
+        imagej=True,
+        resolution=(1 / 0.041, 1 / 0.041),
+        metadata={"spacing": 0.082, "unit": "mm", "axes": "ZYX"},
+    )
     back = read_volume(tmp_path / "ij.tif")
     assert np.allclose(back.voxel_size, (82.0, 41.0, 41.0), rtol=1e-5)
 

@@ -16,7 +16,9 @@ from boneframe.interfaces import Regularizer
 from boneframe.registry import Registry, get_registry
 
 
-def make_package(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str]) -> None:
+def make_package(
+    root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str]
+) -> None:
     """Install a fake distribution into ``root`` (a folder put on sys.path)."""
     info = root / f"{dist}-1.2.3.dist-info"
     info.mkdir(parents=True)
@@ -56,15 +58,26 @@ DUP_MODULE = """
 
 @pytest.fixture
 def plugin_dir(tmp_path, monkeypatch):
-    make_package(tmp_path, "brokenpkg", {"brokenmod": "raise ImportError('needs libfoo')\n"},
-                 {"broken": "brokenmod"})
+    make_package(
+        tmp_path,
+        "brokenpkg",
+        {"brokenmod": "raise ImportError('needs libfoo')\n"},
+        {"broken": "brokenmod"},
+    )
     make_package(tmp_path, "duppkg", {"dupmod": DUP_MODULE}, {"dup": "dupmod"})
-    make_package(tmp_path, "badhookpkg", {"badhook": """
+    make_package(
+        tmp_path,
+        "badhookpkg",
+        {
+            "badhook": """
         from boneframe.hookspecs import hookimpl
         @hookimpl
         def boneframe_metrics():
             return [int]
-    """}, {"badhook": "badhook"})
+    """
+        },
+        {"badhook": "badhook"},
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 
@@ -108,7 +121,11 @@ def run_cli(*args: str, env_path: Path | None = None, cwd: Path | None = None):
         env["PYTHONPATH"] = str(env_path) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(
         [sys.executable, "-m", "boneframe.cli", *args],
-        capture_output=True, text=True, env=env, cwd=cwd, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=False,
     )
 
 
@@ -117,7 +134,10 @@ def test_cli_plugins_table_reports_broken_plugins(plugin_dir, tmp_path):
     assert res.returncode == 0, res.stderr
     out = " ".join(res.stdout.split())
     assert "mysim" in out and "duppkg" in out and "1.2.3" in out
-    assert "failed: plugin 'broken' from package 'brokenpkg' failed to load: ImportError: needs libfoo" in out
+    assert (
+        "failed: plugin 'broken' from package 'brokenpkg' failed to load: ImportError: needs libfoo"
+        in out
+    )
     assert "refused: regularizer 'gradient-l2' is registered twice" in out
     # a command that does not need the broken plugin still works
     res = run_cli("phantom", str(tmp_path / "ph"), "--size", "16", env_path=plugin_dir)

@@ -51,7 +51,9 @@ def format_for(path: str | os.PathLike[str]) -> VolumeFormat:
                 best = (len(ext), cls)  # type: ignore[assignment]
     if best is None:
         known = sorted(
-            ext for e in get_registry().entries("format") for ext in e.cls.extensions  # type: ignore[attr-defined]
+            ext
+            for e in get_registry().entries("format")
+            for ext in e.cls.extensions  # type: ignore[attr-defined]
         )
         raise VolumeIOError(f"{path}: unknown volume format; known extensions: {', '.join(known)}")
     return best[1]()

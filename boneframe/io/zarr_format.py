@@ -32,7 +32,11 @@ def _ome_metadata(volume: Volume) -> dict[str, Any]:
     return {
         "version": "0.5",
         "multiscales": [
-            {"name": "image", "axes": axes, "datasets": [{"path": "0", "coordinateTransformations": transforms}]}
+            {
+                "name": "image",
+                "axes": axes,
+                "datasets": [{"path": "0", "coordinateTransformations": transforms}],
+            }
         ],
     }
 
@@ -40,14 +44,20 @@ def _ome_metadata(volume: Volume) -> dict[str, Any]:
 def _geometry_from_ome(multiscales: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     ms = multiscales[0]
     ds = ms["datasets"][0]
-    units = [_UNIT_TO_UM.get(str(a.get("unit", "micrometer")), 1.0) for a in ms.get("axes", [])][-3:]
+    units = [_UNIT_TO_UM.get(str(a.get("unit", "micrometer")), 1.0) for a in ms.get("axes", [])][
+        -3:
+    ]
     units = units or [1.0, 1.0, 1.0]
     out: dict[str, Any] = {}
     for t in ds.get("coordinateTransformations", []):
         if t.get("type") == "scale":
-            out["voxel_size"] = tuple(float(s) * u for s, u in zip(t["scale"][-3:], units, strict=True))
+            out["voxel_size"] = tuple(
+                float(s) * u for s, u in zip(t["scale"][-3:], units, strict=True)
+            )
         elif t.get("type") == "translation":
-            out["origin"] = tuple(float(s) * u for s, u in zip(t["translation"][-3:], units, strict=True))
+            out["origin"] = tuple(
+                float(s) * u for s, u in zip(t["translation"][-3:], units, strict=True)
+            )
     return str(ds["path"]), out
 
 
@@ -89,7 +99,10 @@ class ZarrFormat(VolumeFormat):
         else:
             arr[...] = np.asarray(data)
         group.attrs["ome"] = _ome_metadata(volume)
-        group.attrs["boneframe"] = {**geometry_to_json(volume), "metadata": _jsonable(volume.metadata)}
+        group.attrs["boneframe"] = {
+            **geometry_to_json(volume),
+            "metadata": _jsonable(volume.metadata),
+        }
 
 
 def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
