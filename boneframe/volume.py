@@ -12,6 +12,10 @@ from boneframe.errors import InputError
 
 Triple = tuple[float, float, float]
 
+#: Arrays are indexed (z, y, x), as tifffile, scanner formats and ITK's
+#: ``GetArrayFromImage`` give them: array axis 0 runs along world z, axis 2 along x.
+DEFAULT_DIRECTION = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
 
 def as_triple(value: float | Sequence[float], what: str = "value") -> Triple:
     """Return ``value`` as a tuple of three floats (a scalar is repeated).
@@ -45,7 +49,8 @@ class Volume:
         convention), in the world frame.
     direction : numpy.ndarray
         3×3 matrix whose column ``j`` is the world direction of array axis ``j``,
-        so that ``world = origin + direction @ (index * voxel_size)``.
+        so that ``world = origin + direction @ (index * voxel_size)``. Default:
+        :data:`DEFAULT_DIRECTION`, arrays indexed (z, y, x).
     metadata : dict
         Anything else a reader found (calibration, scanner log, ...).
     """
@@ -53,7 +58,7 @@ class Volume:
     data: Any
     voxel_size: Triple | None = None
     origin: Triple = (0.0, 0.0, 0.0)
-    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    direction: np.ndarray = field(default_factory=DEFAULT_DIRECTION.copy)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -17,14 +17,24 @@ import numpy as np
 from boneframe.errors import BoneframeError, VolumeIOError
 from boneframe.interfaces import VolumeFormat
 from boneframe.io.atomic import atomic_path, check_writable
+from boneframe.io.dicom_format import DicomSeriesFormat, is_dicom_folder
 from boneframe.io.nifti_format import NiftiFormat
 from boneframe.io.npy import NpyFormat
+from boneframe.io.scanco import AimFormat, IsqFormat
 from boneframe.io.sidecar import read_json, sidecar_path, write_json
 from boneframe.io.tiff_format import TiffFormat
 from boneframe.io.zarr_format import ZarrFormat
 from boneframe.volume import Volume, as_triple, as_volume
 
-BUILTIN_FORMATS: list[type] = [NpyFormat, ZarrFormat, TiffFormat, NiftiFormat]
+BUILTIN_FORMATS: list[type] = [
+    NpyFormat,
+    ZarrFormat,
+    TiffFormat,
+    NiftiFormat,
+    AimFormat,
+    IsqFormat,
+    DicomSeriesFormat,
+]
 
 __all__ = [
     "BUILTIN_FORMATS",
@@ -43,6 +53,8 @@ def format_for(path: str | os.PathLike[str]) -> VolumeFormat:
     from boneframe.registry import get_registry
 
     name = Path(path).name.lower()
+    if Path(path).is_dir() and not name.endswith(".zarr") and is_dicom_folder(Path(path)):
+        return DicomSeriesFormat()
     best: tuple[int, type[VolumeFormat]] | None = None
     for entry in get_registry().entries("format"):
         cls = entry.cls

@@ -9,7 +9,7 @@ import numpy as np
 
 from boneframe.interfaces import VolumeFormat
 from boneframe.io.geometry import geometry_from_json, geometry_to_json
-from boneframe.volume import Volume
+from boneframe.volume import DEFAULT_DIRECTION, Volume
 
 _UNIT_TO_UM = {"micrometer": 1.0, "millimeter": 1000.0, "nanometer": 1e-3, "meter": 1e6}
 DEFAULT_CHUNK = 64
@@ -25,7 +25,7 @@ def _ome_metadata(volume: Volume) -> dict[str, Any]:
     transforms: list[dict[str, Any]] = []
     if volume.voxel_size is not None:
         transforms.append({"type": "scale", "scale": list(volume.voxel_size)})
-        if np.allclose(volume.direction, np.eye(3)):
+        if np.allclose(volume.direction, DEFAULT_DIRECTION):
             transforms.append({"type": "translation", "translation": list(volume.origin)})
     else:
         transforms.append({"type": "scale", "scale": [1.0, 1.0, 1.0]})
