@@ -13,8 +13,8 @@ from boneframe.metrics import BUILTIN_METRICS, compute_metrics, segmentation
 from boneframe.registry import Registry
 from boneframe.volume import Volume
 
-ALL = ["betti0", "betti1", "betti2", "bv_tv", "conn_d", "conn_d_bonej", "dice", "euler", "otsu",
-       "psnr"]  # fmt: skip
+ALL = ["betti0", "betti1", "betti2", "bv_tv", "conn_d", "conn_d_bonej", "da", "dice", "euler",
+       "otsu", "psnr", "tb_n", "tb_sp", "tb_th"]  # fmt: skip
 
 
 def brick_with_tunnel() -> np.ndarray:
@@ -108,3 +108,17 @@ def test_errors() -> None:
         compute_metrics(volume, names=["trabecular_number"])
     with pytest.raises(InputError, match="3D"):
         compute_metrics(np.zeros((4, 4)))
+
+
+def test_all_metrics_adds_structure_on_isotropic_voxels() -> None:
+    from boneframe.metrics import all_metrics
+
+    plates = np.zeros((32, 8, 8))
+    plates[6:10] = plates[22:26] = 1.0  # 4 voxels thick, period 16 (100 µm voxels)
+    m = all_metrics(plates, voxel_size=100.0)
+    assert m["tb_th"] == pytest.approx(0.4) and m["tb_sp"] == pytest.approx(1.2)
+    assert m["tb_n"] == pytest.approx(1 / 1.6)
+    assert "structure_skipped" not in m
+    skipped = all_metrics(plates, voxel_size=(100.0, 100.0, 50.0))
+    assert "tb_th" not in skipped and "anisotropic" in skipped["structure_skipped"]
+    assert "tb_th" not in all_metrics(plates, structure=False)

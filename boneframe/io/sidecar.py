@@ -33,9 +33,22 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def to_json(data: Any) -> str:
-    """JSON text (numpy values converted), indented for people."""
-    return json.dumps(data, indent=2, default=_default, allow_nan=True) + "\n"
+def finite_json(data: Any) -> Any:
+    """``data`` with NaN and infinities replaced by ``None`` (strict JSON has neither)."""
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_json(v) for v in data]
+    if isinstance(data, np.ndarray):
+        return finite_json(data.tolist())
+    if isinstance(data, float | np.floating):
+        return float(data) if np.isfinite(data) else None
+    return data
+
+
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """Strict JSON text (numpy values converted, NaN/inf as null), indented for people."""
+    return json.dumps(finite_json(data), indent=indent, default=_default, allow_nan=False) + "\n"
 
 
 def write_json(path: str | Path, data: Any, overwrite: bool = True) -> None:

@@ -4,7 +4,8 @@
 numpy arrays, and the χ and histogram pieces work block by block.
 """
 
-from boneframe.metrics.compute import DEFAULT_METRICS, compute_metrics
+from boneframe.metrics.anisotropy import DegreeOfAnisotropy
+from boneframe.metrics.compute import DEFAULT_METRICS, all_metrics, compute_metrics
 from boneframe.metrics.morphometry import (
     Betti0,
     Betti1,
@@ -39,6 +40,13 @@ from boneframe.metrics.segmentation import (
     otsu_from_histogram,
     otsu_threshold,
 )
+from boneframe.metrics.thickness import (
+    TrabecularNumber,
+    TrabecularSeparation,
+    TrabecularThickness,
+    structure_metrics,
+    thickness_map,
+)
 
 BUILTIN_METRICS: list[type] = [
     PSNR,
@@ -51,6 +59,10 @@ BUILTIN_METRICS: list[type] = [
     Betti2,
     ConnectivityDensity,
     ConnectivityDensityBoneJ,
+    TrabecularThickness,
+    TrabecularSeparation,
+    TrabecularNumber,
+    DegreeOfAnisotropy,
 ]
 
 __all__ = [
@@ -68,6 +80,11 @@ __all__ = [
     "EulerCharacteristic",
     "EulerCounts",
     "Otsu",
+    "DegreeOfAnisotropy",
+    "TrabecularNumber",
+    "TrabecularSeparation",
+    "TrabecularThickness",
+    "all_metrics",
     "bin_centers",
     "binarize",
     "bone_volume_fraction",
@@ -87,5 +104,7 @@ __all__ = [
     "otsu_from_histogram",
     "otsu_threshold",
     "psnr",
+    "structure_metrics",
+    "thickness_map",
     "total_volume_mm3",
 ]

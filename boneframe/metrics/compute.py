@@ -28,7 +28,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "conn_d_bonej",
 )
 
-_NEEDS_VOXEL_SIZE = frozenset({"conn_d", "conn_d_bonej"})
+_NEEDS_VOXEL_SIZE = frozenset({"conn_d", "conn_d_bonej", "tb_th", "tb_sp", "tb_n"})
 
 #: The shared intermediates each built-in metric reads, beyond the bone masks.
 _SHARED: dict[str, tuple[Callable[[MetricInput], Any], ...]] = {
@@ -152,4 +152,38 @@ def compute_metrics(
         if metric.name == "otsu" and threshold is None:
             continue
         out[metric.name] = float(metric(data))
+    return out
+
+
+def all_metrics(
+    volume: Any,
+    reference: Any = None,
+    *,
+    voxel_size: float | Sequence[float] | None = None,
+    threshold: float | None = None,
+    structure: bool = True,
+) -> dict[str, Any]:
+    """:func:`compute_metrics` plus the trabecular structure metrics.
+
+    The structure metrics (``tb_th``, ``tb_th_sd``, ``tb_th_max``, ``tb_sp``,
+    ``tb_sp_sd``, ``tb_sp_max``, ``tb_n``, ``da``, ``mil_ratio``; see
+    :func:`boneframe.metrics.thickness.structure_metrics`) are measured on the
+    same binary volume when ``structure`` is true and the voxel size is known
+    and isotropic; otherwise they are left out and ``structure_skipped`` says why.
+    """
+    import numpy as np
+
+    from boneframe.metrics.thickness import structure_metrics
+
+    out = compute_metrics(volume, reference, voxel_size=voxel_size, threshold=threshold)
+    if not structure:
+        return out
+    vs = out.get("voxel_size_um")
+    if vs is None:
+        out["structure_skipped"] = "voxel size unknown"
+    elif max(vs) - min(vs) > 1e-3 * max(vs):
+        out["structure_skipped"] = f"anisotropic voxel size {tuple(vs)} µm"
+    else:
+        data = volume.numpy() if hasattr(volume, "require_voxel_size") else volume
+        out.update(structure_metrics(np.asarray(data) > out["threshold"], vs))
     return out
