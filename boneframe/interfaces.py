@@ -108,6 +108,10 @@ class Regularizer(Strategy):
         """
         raise NotImplementedError(f"regularizer {self.name!r} cannot be split as phi(D x)")
 
+    def split_value(self, v: np.ndarray) -> float:
+        """Value of ``phi`` at a gradient field ``v`` (so that ``R(x) = phi(D x)``)."""
+        raise NotImplementedError(f"regularizer {self.name!r} cannot be split as phi(D x)")
+
 
 @dataclass
 class SolverResult:

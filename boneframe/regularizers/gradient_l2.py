@@ -41,6 +41,10 @@ class GradientL2(Regularizer):
     def grad(self, x: np.ndarray) -> np.ndarray:
         return 2.0 * self.params.weight * gradient_adjoint(gradient(x))
 
+    def split_value(self, v: np.ndarray) -> float:
+        """``weight * ||v||²``."""
+        return float(self.params.weight * np.vdot(v, v).real)
+
     def prox_split(self, v: np.ndarray, tau: float) -> np.ndarray:
         """Proximal step of ``tau * weight * ||v||²`` on a gradient field ``v``."""
         return v / (1.0 + 2.0 * self.params.weight * tau)

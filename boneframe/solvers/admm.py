@@ -1,0 +1,194 @@
+"""ADMM for ``min_x mu/2 ||A x - b||² + phi(D x)`` (the paper's TV super-resolution solver)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from boneframe.errors import InputError
+from boneframe.interfaces import Callback, Regularizer, Solver, SolverResult
+
+
+@runtime_checkable
+class SplitProblem(Protocol):
+    r"""The problem shape :class:`ADMM` accepts.
+
+    .. math:: \min_x \; \frac{\mu}{2}\|A x - b\|^2 + \phi(D x)
+
+    where :math:`\phi` is the ``regularizer``'s splitting function
+    (``R(x) = phi(D x)``, its proximal step
+    :meth:`~boneframe.interfaces.Regularizer.prox_split`) and ``D`` a linear
+    "gradient" operator that the problem chooses (e.g. periodic differences).
+    """
+
+    #: Provides ``prox_split(v, tau)``; ``split_value(v)`` (the value of phi)
+    #: is used for the records when present.
+    regularizer: Regularizer
+
+    def residual_norm2(self, x: np.ndarray) -> float:
+        """``||A x - b||²``."""
+        ...
+
+    def gradient(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``D x`` (a field such as ``(3, *x.shape)``), written into ``out`` when given."""
+        ...
+
+    def gradient_adjoint(self, v: np.ndarray) -> np.ndarray:
+        """``D^T v``."""
+        ...
+
+    def solve_split(self, w: np.ndarray, mu: float, beta: float) -> np.ndarray:
+        """``argmin_x mu/2 ||A x - b||² + beta/2 ||D x - w||²``, i.e. the solution of
+        ``(mu A^T A + beta D^T D) x = mu A^T b + beta D^T w``."""
+        ...
+
+
+class ADMMParams(BaseModel):
+    """Parameters of :class:`ADMM`."""
+
+    model_config = ConfigDict(extra="forbid")
+    mu: float = Field(10.0, gt=0, description="Weight of the data term (the paper's mu).")
+    beta: float = Field(7.0, gt=0, description="Augmented-Lagrangian penalty (the paper's beta).")
+    tol: float = Field(
+        1e-3, ge=0, description="Stop when ||x_new - x|| / ||x_new|| <= tol (the paper's rule)."
+    )
+    max_iter: int = Field(300, ge=1, description="Maximum number of iterations.")
+    adapt_iter: int = Field(
+        50,
+        ge=0,
+        description="Iterations during which beta is adapted by residual balancing "
+        "(0: fixed beta, the paper's plain ADMM).",
+    )
+
+
+class ADMM(Solver):
+    r"""Alternating direction method of multipliers with a split ``v = D x``.
+
+    Accepts any problem of the :class:`SplitProblem` shape; ``x0`` is the
+    starting point.
+
+    Notes
+    -----
+    The augmented Lagrangian of the paper (§3.1),
+
+    .. math::
+        L_A(x, v, \lambda) = \frac{\mu}{2}\|A x - b\|^2 + \phi(v)
+            + \frac{\beta}{2}\|v - D x\|^2 - \lambda^T (v - D x),
+
+    is minimised alternately in :math:`x` and :math:`v`, followed by a
+    multiplier step:
+
+    .. math::
+        x^{k+1} &= \arg\min_x \tfrac{\mu}{2}\|A x - b\|^2
+                   + \tfrac{\beta}{2}\|D x - (v^k - \lambda^k/\beta)\|^2 \\
+        v^{k+1} &= \operatorname{prox}_{\phi/\beta}(D x^{k+1} + \lambda^k/\beta) \\
+        \lambda^{k+1} &= \lambda^k - \beta\,(v^{k+1} - D x^{k+1})
+
+    starting from :math:`v^0 = D x^0`, :math:`\lambda^0 = 0`. The iteration
+    stops when :math:`\|x^{k+1} - x^k\| / \|x^{k+1}\| \le` ``tol`` or after
+    ``max_iter`` iterations.
+
+    The penalty :math:`\beta` changes only the path, not the minimiser. During
+    the first ``adapt_iter`` iterations it is balanced against the residuals
+    (Boyd et al. 2011, §3.4.1): with the primal residual
+    :math:`r = \|v^{k+1} - D x^{k+1}\|` and the dual residual
+    :math:`s = \beta\|D^T(v^{k+1} - v^k)\|`, :math:`\beta` doubles when
+    :math:`r > 10 s` and halves when :math:`s > 10 r`; afterwards it stays fixed,
+    so the usual convergence guarantee of ADMM holds. ``adapt_iter = 0`` runs
+    the paper's plain ADMM with a fixed :math:`\beta`. (Measured on
+    simulated bone: with the paper's ratio :math:`\beta/\mu = 0.7` the plain
+    iteration meets the stopping rule long before the minimiser; balancing
+    settles near :math:`\beta/\mu \approx 10^{-2}` and stops much closer.)
+
+    Every iteration records ``data`` (:math:`\frac{\mu}{2}\|Ax-b\|^2`),
+    ``regularizer`` (:math:`\phi(Dx)`), ``objective`` (their sum),
+    ``augmented_lagrangian`` (:math:`L_A` at the new iterate), ``relative_change``,
+    ``primal_residual`` (:math:`\|v - Dx\| / \|Dx\|`) and ``beta``; the
+    regulariser terms are NaN when the regulariser has no ``split_value``.
+
+    References
+    ----------
+    .. [1] S. Boyd, N. Parikh, E. Chu, B. Peleato and J. Eckstein, "Distributed
+       optimization and statistical learning via the alternating direction
+       method of multipliers", Found. Trends Mach. Learn. 3(1), 1–122, 2011.
+    .. [2] Y. Wang, J. Yang, W. Yin and Y. Zhang, "A new alternating minimization
+       algorithm for total variation image reconstruction", SIAM J. Imaging
+       Sci. 1(3), 248–272, 2008.
+    """
+
+    name: ClassVar[str] = "admm"
+    description: ClassVar[str] = "ADMM with a split v = D x (TV super-resolution)"
+    Params: ClassVar[type[BaseModel]] = ADMMParams
+
+    def solve(self, problem: Any, x0: Any, callback: Callback | None = None) -> SolverResult:
+        if not isinstance(problem, SplitProblem):
+            raise InputError(
+                "ADMM needs a problem with regularizer, residual_norm2, gradient and solve_split"
+            )
+        mu, beta = self.params.mu, self.params.beta
+        reg = problem.regularizer
+        phi = None if type(reg).split_value is Regularizer.split_value else reg.split_value
+        x = np.asarray(x0)
+        v = problem.gradient(x)
+        # scaled multiplier y = lambda / beta: one pass fewer per update than lambda itself
+        y = np.zeros_like(v)
+        buf = np.empty_like(v)
+        dx = np.empty_like(v)
+        history: list[dict[str, float]] = []
+        converged, message = False, f"reached max_iter={self.params.max_iter}"
+        it = 0
+        for it in range(1, self.params.max_iter + 1):
+            x_new = problem.solve_split(np.subtract(v, y, out=buf), mu, beta)  # w = v - y
+            problem.gradient(x_new, out=dx)
+            reg_value = phi(dx) if phi is not None else math.nan
+            dx_norm = _norm(dx)
+            np.add(dx, y, out=buf)  # u = D x + y
+            v_old, v = v, reg.prox_split(buf, 1.0 / beta)
+            np.subtract(buf, v, out=buf)  # y_new = u - v = y + D x - v
+            gap = np.subtract(y, buf, out=dx)  # primal residual v - D x = y - y_new
+            y, buf = buf, y
+
+            step = _norm(np.subtract(x_new, x))
+            size = _norm(x_new)
+            change = step / size if size > 0 else (0.0 if step == 0 else math.inf)
+            x = x_new
+            data = 0.5 * mu * problem.residual_norm2(x)
+            phi_v = phi(v) if phi is not None else math.nan
+            gap2 = float(np.vdot(gap, gap).real)
+            lam_gap = beta * float(np.vdot(y, gap).real)
+            lagrangian = data + phi_v + 0.5 * beta * gap2 - lam_gap
+            record = {
+                "data": data,
+                "regularizer": reg_value,
+                "objective": data + reg_value,
+                "augmented_lagrangian": lagrangian,
+                "relative_change": change,
+                "primal_residual": math.sqrt(gap2) / dx_norm if dx_norm > 0 else math.sqrt(gap2),
+                "beta": beta,
+            }
+            history.append(record)
+            if callback is not None and callback(it, x, record):
+                message = "stopped by the callback"
+                break
+            if change <= self.params.tol:
+                converged, message = True, f"relative change {change:.3g} <= tol"
+                break
+            if it <= self.params.adapt_iter:
+                v_old -= v
+                dual = beta * _norm(problem.gradient_adjoint(v_old))
+                primal = math.sqrt(gap2)
+                factor = 2.0 if primal > 10.0 * dual else 0.5 if dual > 10.0 * primal else 1.0
+                if factor != 1.0:
+                    beta *= factor
+                    y /= factor  # lambda is kept, its scaled form follows beta
+            del v_old
+        return SolverResult(
+            x=x, iterations=it, converged=converged, message=message, history=history
+        )
+
+
+def _norm(a: np.ndarray) -> float:
+    return math.sqrt(float(np.vdot(a, a).real))

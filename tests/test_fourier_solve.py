@@ -1,0 +1,143 @@
+"""The exact f-step of TV super-resolution against the literal normal equations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage
+from scipy.sparse.linalg import LinearOperator, cg
+
+from boneframe.differences import gradient, gradient_adjoint
+from boneframe.errors import InputError
+from boneframe.fourier_solve import (
+    FourierNormalSolver,
+    circular_convolve,
+    circular_convolve_adjoint,
+    circular_kernel,
+    laplacian_symbol,
+    normal_operator,
+)
+from boneframe.operators import decimate, decimate_adjoint
+
+
+def _gaussian(sigma, support=(5, 5, 5), shift=(0.0, 0.0, 0.0), gain=1.0):
+    axes = [np.arange(k) - k // 2 - s for k, s in zip(support, shift, strict=True)]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    sig = np.broadcast_to(np.asarray(sigma, dtype=float), (3,))
+    h = np.exp(-0.5 * ((z / sig[0]) ** 2 + (y / sig[1]) ** 2 + (x / sig[2]) ** 2))
+    return gain * h / h.sum()
+
+
+KERNELS = {
+    "isotropic": _gaussian(1.0),
+    "anisotropic": _gaussian((0.6, 1.2, 2.0), support=(3, 5, 7)),
+    "off-centre": _gaussian(0.8, shift=(1.0, -0.5, 0.7)),
+    "gain-2.5": _gaussian(1.3, gain=2.5),
+    "random": np.random.default_rng(3).random((3, 5, 3)) + 0.05,
+}
+
+
+def test_circular_kernel_puts_the_centre_at_the_origin():
+    h = np.zeros((3, 5, 3))
+    h[1, 2, 1] = 1.0  # a centred delta is the identity
+    h[2, 2, 1] = 0.5  # one voxel further along axis 0 shifts by +1
+    c = circular_kernel(h, (6, 6, 6))
+    assert c[0, 0, 0] == 1.0 and c[1, 0, 0] == 0.5 and c.sum() == 1.5
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_circular_convolve_matches_ndimage_wrap(name):
+    h = KERNELS[name]
+    x = np.random.default_rng(0).standard_normal((10, 12, 9))
+    expected = scipy.ndimage.convolve(x, h, mode="wrap")
+    np.testing.assert_allclose(circular_convolve(x, h), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_circular_convolve_adjoint_dot_test(name):
+    h = KERNELS[name]
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((2, 10, 12, 9))
+    lhs = np.vdot(circular_convolve(x, h), y)
+    rhs = np.vdot(x, circular_convolve_adjoint(y, h))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_laplacian_symbol_is_the_spectrum_of_dtd(half):
+    shape = (6, 8, 10)
+    delta = np.zeros(shape)
+    delta[0, 0, 0] = 1.0
+    column = gradient_adjoint(gradient(delta, "periodic"), "periodic")
+    spectrum = np.fft.rfftn(column) if half else np.fft.fftn(column)
+    np.testing.assert_allclose(laplacian_symbol(shape, half), spectrum.real, atol=1e-12)
+    assert np.abs(spectrum.imag).max() < 1e-12
+
+
+def _cg_solution(h, shape, p, mu, beta, b):
+    n = int(np.prod(shape))
+    op = LinearOperator(
+        (n, n), matvec=lambda v: normal_operator(v.reshape(shape), h, p, mu, beta).ravel()
+    )
+    x, info = cg(op, b.ravel(), rtol=1e-12, maxiter=5000)
+    assert info == 0
+    return x.reshape(shape)
+
+
+CASES = [
+    (2, (12, 10, 14)),
+    ((2, 2, 1), (10, 12, 7)),
+    ((1, 2, 2), (7, 10, 12)),  # p = 1 on a full axis, 2 on the half axis
+    ((3, 2, 3), (9, 10, 9)),  # p = 3 on the last axis: full complex spectra
+]
+
+
+@pytest.mark.parametrize("p, shape", CASES, ids=[str(c[0]) for c in CASES])
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_exact_solve_matches_cg_on_the_normal_equations(name, p, shape):
+    h = KERNELS[name]
+    mu, beta = 10.0, 0.7
+    b = np.random.default_rng(4).standard_normal(shape)
+    solver = FourierNormalSolver(h, shape, p, mu=mu, beta=beta, dtype=np.float64)
+    x = solver.solve(b)
+    residual = normal_operator(x, h, p, mu, beta) - b
+    assert np.linalg.norm(residual) <= 1e-6 * np.linalg.norm(b)
+    x_cg = _cg_solution(h, shape, p, mu, beta, b)
+    assert np.linalg.norm(x - x_cg) <= 1e-6 * np.linalg.norm(x_cg)
+
+
+def test_float32_solve_is_accurate_to_single_precision():
+    h, shape = KERNELS["anisotropic"], (16, 16, 16)
+    b = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    x = FourierNormalSolver(h, shape, 2, mu=10.0, beta=7.0).solve(b)
+    assert x.dtype == np.float32
+    residual = normal_operator(x.astype(np.float64), h, 2, 10.0, 7.0) - b
+    assert np.linalg.norm(residual) <= 1e-4 * np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("p, shape", CASES, ids=[str(c[0]) for c in CASES])
+def test_data_terms_in_fourier_match_the_spatial_operators(p, shape):
+    h = KERNELS["off-centre"]
+    solver = FourierNormalSolver(h, shape, p, mu=3.0, beta=1.0, dtype=np.float64)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape)
+    g = rng.standard_normal(solver.lr_shape)
+    # mu H^T U^T g
+    expected = 3.0 * circular_convolve_adjoint(decimate_adjoint(g, p, shape), h)
+    np.testing.assert_allclose(solver.inverse(solver.data_rhs(g)), expected, atol=1e-10)
+    # ||U H x - g||² through Parseval
+    r = decimate(circular_convolve(x, h), p) - g
+    spec = solver.blurred_decimated(solver.forward(x)) - solver.lr_spectrum(g)
+    assert solver.lr_norm2(spec) == pytest.approx(float(np.sum(r**2)), rel=1e-10)
+
+
+def test_invalid_problems_are_refused():
+    h = KERNELS["isotropic"]
+    with pytest.raises(InputError, match="multiple"):
+        FourierNormalSolver(h, (10, 11, 10), 2, mu=1.0, beta=1.0)
+    with pytest.raises(InputError, match="sums to zero"):
+        FourierNormalSolver(h - h.mean(), (10, 10, 10), 2, mu=1.0, beta=1.0)
+    with pytest.raises(InputError, match="larger"):
+        FourierNormalSolver(h, (4, 4, 4), 2, mu=1.0, beta=1.0)
+    with pytest.raises(InputError, match="positive"):
+        FourierNormalSolver(h, (10, 10, 10), 2, mu=0.0, beta=1.0)
