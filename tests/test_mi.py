@@ -1,0 +1,268 @@
+"""Negative mutual information: literal formula, gradients, invariances, kernel minimum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import fftconvolve
+
+from boneframe.errors import InputError
+from boneframe.operators import decimate_adjoint, forward_model, valid_lr_slices
+from boneframe.phantom import DEFAULT_SHIFT, DEFAULT_SIGMA, gaussian_kernel, simulate_pair
+from boneframe.similarity.l2 import L2
+from boneframe.similarity.mi import MutualInformation, _node_window
+
+
+def _bin_coordinates(x: np.ndarray, bins: int) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    return (bins - 1) * (x - x.min()) / (x.max() - x.min())
+
+
+def _gauss(t: np.ndarray, beta: float) -> np.ndarray:
+    return np.exp(-(t**2) / beta**2)
+
+
+def _mi_literal(u, g, bins: int, beta: float, window=None) -> float:
+    """-MI straight from the definition: every voxel against every pair of bins.
+
+    ``window(a, i)`` is the Parzen window of a sample at bin coordinate ``a`` for
+    bin ``i``; the default is the Gaussian ``exp(-(a - i)^2 / beta^2)``.
+    """
+    a, b = _bin_coordinates(u, bins), _bin_coordinates(g, bins)
+    centres = np.arange(bins)
+    if window is None:
+        wa, wb = _gauss(a[:, None] - centres, beta), _gauss(b[:, None] - centres, beta)
+    else:
+        wa, wb = window(a, centres), window(b, centres)
+    q = (wa[:, :, None] * wb[:, None, :]).sum(axis=0)  # N x B x B, small volumes only
+    p = q / q.sum()
+    pu, pg = p.sum(axis=1), p.sum(axis=0)
+    mass = p > 0  # 0 log 0 = 0 (a clipped window can leave empty cells)
+    return -float(np.sum(p[mass] * np.log(p[mass] / np.outer(pu, pg)[mass])))
+
+
+def _interpolated_window(beta: float, s: int):
+    """The window the splatting estimator uses: node values interpolated linearly."""
+
+    def window(a: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        nodes = np.arange(s * (len(centres) - 1) + 2) / s
+        return np.stack(
+            [np.interp(a, nodes, _node_window(nodes - i, beta, s)) for i in centres], axis=1
+        )
+
+    return window
+
+
+@pytest.fixture
+def small_pair(rng) -> tuple[np.ndarray, np.ndarray]:
+    """A dependent, non-linear, noisy pair on a 7 x 6 x 5 grid."""
+    g = rng.random((7, 6, 5))
+    u = np.sin(3.0 * g) + 0.2 * rng.standard_normal(g.shape)
+    return u, g
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """Prediction with the true kernel and the LR scan on the valid region (size 48)."""
+    pair = simulate_pair(size=48, seed=0, noise=0.01)
+    g = pair.lr[valid_lr_slices(pair.hr.shape, pair.kernel.shape, 2)].astype(np.float64)
+    return pair, forward_model(pair.hr, pair.kernel, 0.0, 2, "valid"), g
+
+
+def test_defaults_and_flags():
+    mi = MutualInformation()
+    assert (mi.params.bins, mi.params.parzen_width, mi.params.oversampling) == (128, 1.5, 4)
+    assert mi.params.method == "splat"
+    assert MutualInformation.name == "mi"
+    assert MutualInformation.scale_sensitive is False
+    assert MutualInformation.quadratic is False
+
+
+@pytest.mark.parametrize(("bins", "beta"), [(8, 0.7), (16, 1.0), (32, 1.5)])
+def test_exact_mode_is_the_literal_formula(small_pair, bins, beta):
+    u, g = small_pair
+    ours = MutualInformation(bins=bins, parzen_width=beta, method="exact")(u, g)
+    ref = _mi_literal(u, g, bins, beta)
+    assert ours == pytest.approx(ref, rel=1e-10)
+
+
+@pytest.mark.parametrize(("bins", "beta", "s"), [(8, 0.7, 2), (16, 1.0, 4), (32, 1.5, 8)])
+def test_splat_mode_is_the_literal_formula_with_its_window(small_pair, bins, beta, s):
+    """Splatting + smoothing is exact for the linearly interpolated window."""
+    u, g = small_pair
+    ours = MutualInformation(bins=bins, parzen_width=beta, oversampling=s)(u, g)
+    ref = _mi_literal(u, g, bins, beta, _interpolated_window(beta, s))
+    assert ours == pytest.approx(ref, rel=1e-10)
+
+
+def test_two_voxels_by_hand():
+    """Two voxels at the ends of both ranges: P is known in closed form."""
+    u = np.array([0.0, 1.0]).reshape(2, 1, 1)
+    beta, bins = 1.0, 4
+    w = _gauss(np.arange(bins) - 0.0, beta), _gauss(np.arange(bins) - 3.0, beta)
+    q = np.outer(w[0], w[0]) + np.outer(w[1], w[1])
+    p = q / q.sum()
+    m = p.sum(axis=1)
+    expected = -float(np.sum(p * np.log(p / np.outer(m, m))))
+    got = MutualInformation(bins=bins, parzen_width=beta, method="exact")(u, 5.0 * u + 2.0)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert expected < -0.5  # the two clusters are well separated: MI near log 2
+
+
+def test_splat_approximation_error(phantom, small_pair):
+    """The fast estimator vs the literal Gaussian sums, values and gradients."""
+    _, u, g = phantom
+    exact = MutualInformation(method="exact")
+    fast = MutualInformation()
+    v_exact, g_exact = exact.value_and_grad(u, g)
+    v_fast, g_fast = fast.value_and_grad(u, g)
+    assert abs(v_fast - v_exact) <= 2e-5 * abs(v_exact)
+    assert np.linalg.norm(g_fast - g_exact) <= 0.02 * np.linalg.norm(g_exact)
+    # Few voxels: the bias correction cannot lean on averaging; still 1e-3.
+    su, sg = small_pair
+    assert fast(su, sg) == pytest.approx(exact(su, sg), rel=1e-3)
+
+
+@pytest.mark.parametrize("method", ["splat", "exact"])
+@pytest.mark.parametrize(("bins", "beta"), [(16, 1.0), (128, 1.5)])
+def test_gradient_matches_finite_differences(rng, method, bins, beta):
+    g = rng.random((9, 8, 7))
+    u = np.sqrt(g) + 0.1 * rng.standard_normal(g.shape)
+    mi = MutualInformation(bins=bins, parzen_width=beta, method=method)
+    value, grad = mi.value_and_grad(u, g)
+    assert value == mi(u, g)
+    np.testing.assert_array_equal(grad, mi.grad(u, g))
+    eps = 1e-7
+
+    def directional(d: np.ndarray) -> float:
+        return (mi(u + eps * d, g) - mi(u - eps * d, g)) / (2 * eps)
+
+    d = rng.standard_normal(u.shape)
+    assert np.vdot(grad, d) == pytest.approx(directional(d), rel=1e-4)
+    # Single voxels, including the extremes whose gradient carries the range terms.
+    picks = list(rng.choice(u.size, 3, replace=False)) + [int(u.argmin()), int(u.argmax())]
+    for flat in picks:
+        e = np.zeros(u.size)
+        e[flat] = 1.0
+        fd = directional(e.reshape(u.shape))
+        assert grad.flat[flat] == pytest.approx(fd, rel=1e-4, abs=1e-9 * abs(value))
+
+
+@pytest.mark.parametrize("method", ["splat", "exact"])
+def test_invariant_to_affine_maps(small_pair, method):
+    u, g = small_pair
+    mi = MutualInformation(bins=16, method=method)
+    value, grad = mi.value_and_grad(u, g)
+    assert mi(3.0 * u - 7.0, g) == pytest.approx(value, rel=1e-12)
+    assert mi(u, 0.5 * g + 100.0) == pytest.approx(value, rel=1e-12)
+    # Hence the gradient is orthogonal to shifts (so dD/dc = 0) and to scalings.
+    scale = np.linalg.norm(grad) * np.sqrt(u.size)
+    assert abs(grad.sum()) <= 1e-12 * scale
+    assert abs(np.vdot(grad, u)) <= 1e-12 * scale * np.abs(u).max()
+
+
+def test_dependence_lowers_the_loss(rng):
+    g = rng.random((10, 10, 10))
+    mi = MutualInformation(bins=32)
+    same = mi(g, g)
+    monotone = mi(np.exp(2.0 * g), g)
+    independent = mi(rng.random(g.shape), g)
+    assert same < independent
+    assert monotone < 0.5 * independent
+    assert abs(independent) < 0.25 * abs(same)
+
+
+def test_monotone_grey_map_changes_mi_little_and_l2_a_lot(phantom):
+    """Curved maps move the Parzen MI by a few per cent, L2 by orders of magnitude."""
+    _, u, g = phantom
+    unit = (g - g.min()) / (g.max() - g.min())
+    mi, l2 = MutualInformation(), L2()
+    mi0, l20 = mi(u, g), l2(u, g)
+    for mapped, tolerance in [(unit**0.5, 0.05), (np.log(unit + 0.05), 0.1), (unit**2, 0.2)]:
+        assert abs(mi(u, mapped) - mi0) <= tolerance * abs(mi0)
+        assert l2(u, mapped) >= 50.0 * l20
+    assert mi(u, 4.0 * g - 1.0) == pytest.approx(mi0, rel=1e-12)
+
+
+def test_loss_is_smallest_at_the_true_kernel_width(phantom):
+    """Also after a monotone grey map of g, which misleads L2 but not MI."""
+    pair, _, g = phantom
+    unit = (g - g.min()) / (g.max() - g.min())
+    widths = {t: tuple(t * s for s in DEFAULT_SIGMA) for t in (0.85, 1.0, 1.15)}
+    preds = {
+        t: forward_model(pair.hr, gaussian_kernel(w, 9, DEFAULT_SHIFT), 0.0, 2, "valid")
+        for t, w in widths.items()
+    }
+    mi, l2 = MutualInformation(), L2()
+    for data in (g, np.log(unit + 0.05)):
+        loss = {t: mi(u, data) for t, u in preds.items()}
+        assert loss[1.0] < min(loss[0.85], loss[1.15])
+    l2_loss = {t: l2(u, np.log(unit + 0.05)) for t, u in preds.items()}
+    assert l2_loss[0.85] < l2_loss[1.0]
+
+
+def _kernel_gradient(f: np.ndarray, grad_u: np.ndarray, support: tuple[int, int, int]):
+    """dD/dh = crop_K(F ⋆ U^T dD/du) for u = U(h * F) on the valid LR region."""
+    valid = valid_lr_slices(f.shape, support, 2)
+    full = np.zeros(tuple(-(-n // 2) for n in f.shape))
+    full[valid] = grad_u
+    r = decimate_adjoint(full, 2, f.shape)
+    corr = fftconvolve(r, f[::-1, ::-1, ::-1], mode="full")  # sum_y r[y] f[y - d] at n-1+d
+    centre = [n - 1 for n in f.shape]
+    half = [k // 2 for k in support]
+    # (h * f)[y] = sum_k h[k] f[y - k + K//2], so dD/dh[k] reads the shift d = k - K//2.
+    return corr[tuple(slice(c - h0, c + h0 + 1) for c, h0 in zip(centre, half, strict=True))]
+
+
+def test_gradient_chains_to_the_kernel(rng):
+    """The kernel-estimation chain rule, checked against finite differences in h."""
+    f = rng.random((16, 14, 12))
+    h = gaussian_kernel(1.0, 5) + 0.01 * rng.random((5, 5, 5))
+    g = forward_model(f, gaussian_kernel(1.3, 5), 0.0, 2, "valid") ** 2
+    mi = MutualInformation(bins=16, parzen_width=1.0)
+    _, grad_u = mi.value_and_grad(forward_model(f, h, 0.0, 2, "valid"), g)
+    grad_h = _kernel_gradient(f, grad_u, h.shape)
+    d = rng.standard_normal(h.shape)
+    eps = 1e-6
+
+    def loss(k: np.ndarray) -> float:
+        return mi(forward_model(f, k, 0.0, 2, "valid"), g)
+
+    fd = (loss(h + eps * d) - loss(h - eps * d)) / (2 * eps)
+    assert np.vdot(grad_h, d) == pytest.approx(fd, rel=1e-4)
+
+
+def test_deterministic(small_pair):
+    u, g = small_pair
+    mi = MutualInformation()
+    a, b = mi.value_and_grad(u, g), mi.value_and_grad(u.copy(), g.copy())
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_float32_inputs_give_float64_gradient(small_pair):
+    u, g = small_pair
+    value, grad = MutualInformation().value_and_grad(u.astype(np.float32), g.astype(np.float32))
+    assert grad.dtype == np.float64 and grad.shape == u.shape
+    assert np.isfinite(value)
+
+
+def test_input_errors(small_pair):
+    u, g = small_pair
+    mi = MutualInformation()
+    with pytest.raises(InputError, match="same shape"):
+        mi(u, g[:-1])
+    with pytest.raises(InputError, match="constant"):
+        mi(np.ones_like(u), g)
+    with pytest.raises(InputError, match="constant"):
+        mi.grad(u, np.zeros_like(g))
+    bad = u.copy()
+    bad.flat[3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        mi(bad, g)
+    with pytest.raises(ValueError):
+        MutualInformation(bins=2)
+    with pytest.raises(ValueError):
+        MutualInformation(parzen_width=0.0)
+    with pytest.raises(ValueError):
+        MutualInformation(bin_count=64)
