@@ -173,6 +173,405 @@ def info(path: Annotated[Path, typer.Argument(help="Volume file.")]) -> None:
         typer.echo(f"{key + ':':<12} {value}")
 
 
+# --------------------------------------------------------------------------- helpers
+def _params(pairs: list[str] | None) -> dict[str, object]:
+    """``["bins=64"]`` -> ``{"bins": 64}`` (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"a parameter must look like KEY=VALUE, got {pair!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def _reporter(quiet: bool):
+    from boneframe.progress import Reporter
+
+    return Reporter(quiet=quiet)
+
+
+def _voxel(volume, override: str | None, what: str):
+    vs = parse_triple(override, what)
+    return volume if vs is None else volume.with_data(volume.data, voxel_size=vs)
+
+
+# --------------------------------------------------------------------------- estimate-kernel
+@app.command("estimate-kernel")
+def estimate_kernel_cmd(
+    hr: Annotated[Path, typer.Argument(help="High-resolution (micro-CT) volume, registered.")],
+    lr: Annotated[Path, typer.Argument(help="Low-resolution (HR-pQCT) volume.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Kernel file (.npy or .zarr); sidecar <stem>.json.")
+    ],
+    similarity: Annotated[str, typer.Option(help="Similarity: l2, mi, or a plugin's.")] = "l2",
+    solver: Annotated[str, typer.Option(help="Solver: exact (L2 only) or gradient-descent.")] = "",
+    support: Annotated[int, typer.Option(help="Odd kernel support per axis.")] = 9,
+    alpha: Annotated[
+        float | None, typer.Option(help="Regularisation weight (default: scale-free).")
+    ] = None,
+    max_iter: Annotated[int | None, typer.Option(help="Maximum iterations.")] = None,
+    tol: Annotated[float | None, typer.Option(help="Stopping tolerance.")] = None,
+    init_sigma: Annotated[
+        float | None, typer.Option(help="Sigma of the Gaussian start, HR voxels (default 2).")
+    ] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Start from this kernel (e.g. the L2 estimate).")
+    ] = None,
+    bins: Annotated[int | None, typer.Option(help="MI: histogram bins.")] = None,
+    parzen_width: Annotated[float | None, typer.Option(help="MI: Parzen width (bins).")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Similarity parameter KEY=VALUE.")] = None,
+    p: Annotated[int, typer.Option(help="Resolution factor per axis.")] = 2,
+    voxel_size_hr: Annotated[str | None, typer.Option(help="Override HR voxel size, µm.")] = None,
+    voxel_size_lr: Annotated[str | None, typer.Option(help="Override LR voxel size, µm.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Estimate the blurring kernel h and offset c of g = U(h * (f + c)) + n."""
+    from boneframe.io import read_volume, sidecar_path, write_volume
+    from boneframe.io.atomic import check_writable
+    from boneframe.kernel import estimate_kernel
+    from boneframe.volume import Volume
+
+    check_writable(out, overwrite)
+    check_writable(sidecar_path(out), overwrite)
+    f = _voxel(read_volume(hr), voxel_size_hr, "--voxel-size-hr")
+    g = _voxel(read_volume(lr), voxel_size_lr, "--voxel-size-lr")
+    vs_hr = f.voxel_size
+    if vs_hr is None and g.voxel_size is not None:
+        vs_hr = tuple(v / p for v in g.voxel_size)
+    if vs_hr is None:
+        raise InputError("voxel sizes unknown: give --voxel-size-hr (µm)")
+    sim_params = _params(param)
+    if bins is not None:
+        sim_params["bins"] = bins
+    if parzen_width is not None:
+        sim_params["parzen_width"] = parzen_width
+    if not solver:
+        solver = "exact" if similarity == "l2" else "gradient-descent"
+    reporter = _reporter(quiet)
+    with reporter.stage(f"kernel ({similarity}, {solver})") as cb:
+        est = estimate_kernel(
+            f.numpy(),
+            g.numpy(),
+            similarity=similarity,
+            solver=solver,
+            support=support,
+            alpha=alpha,
+            p=p,
+            init=None if init is None else read_volume(init).numpy().astype("float64"),
+            **({} if init_sigma is None else {"init_sigma": init_sigma}),
+            max_iter=max_iter,
+            tol=tol,
+            callback=cb,
+            similarity_params=sim_params,
+        )
+    side = est.sidecar(vs_hr)
+    write_volume(Volume(est.kernel, voxel_size=vs_hr), out, overwrite=overwrite, sidecar=side)
+    fwhm = ", ".join("-" if v is None else f"{v:.0f}" for v in side["fwhm_um"])
+    typer.echo(
+        f"wrote {out}: gain {side['gain']:.4g}, offset {side['offset']:.4g}, "
+        f"FWHM {fwhm} µm, {est.iterations} iterations"
+    )
+
+
+# --------------------------------------------------------------------------- super-resolve
+@app.command("super-resolve")
+def super_resolve_cmd(
+    lr: Annotated[Path, typer.Argument(help="Low-resolution (HR-pQCT) volume.")],
+    kernel: Annotated[Path, typer.Option(help="Kernel file (from estimate-kernel).")],
+    out: Annotated[Path, typer.Option("--out", help="Super-resolved volume; sidecar <stem>.json.")],
+    offset: Annotated[
+        float | None, typer.Option(help="Offset c (default: the kernel's sidecar, else 0).")
+    ] = None,
+    regularizer: Annotated[str, typer.Option(help="tv or gradient-l2 (or a plugin's).")] = "tv",
+    mu: Annotated[float, typer.Option(help="Data weight (paper: 10).")] = 10.0,
+    beta: Annotated[float, typer.Option(help="ADMM penalty (paper: 7).")] = 7.0,
+    tol: Annotated[float, typer.Option(help="Stop at relative change <= tol.")] = 1e-3,
+    max_iter: Annotated[int, typer.Option(help="Maximum iterations.")] = 300,
+    adapt_iter: Annotated[
+        int, typer.Option(help="Iterations with adaptive beta (0: the paper's plain ADMM).")
+    ] = 50,
+    reference: Annotated[
+        Path | None, typer.Option(help="High-resolution reference for metrics.")
+    ] = None,
+    p: Annotated[int, typer.Option(help="Resolution factor per axis.")] = 2,
+    voxel_size: Annotated[str | None, typer.Option(help="Override LR voxel size, µm.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """TV super-resolution of LR with a known kernel (ADMM, exact Fourier step)."""
+    from boneframe.io import read_json, read_volume, sidecar_path, write_volume
+    from boneframe.io.atomic import check_writable
+    from boneframe.registry import get_registry
+    from boneframe.superres import super_resolve
+    from boneframe.volume import Volume
+
+    check_writable(out, overwrite)
+    check_writable(sidecar_path(out), overwrite)
+    g = _voxel(read_volume(lr), voxel_size, "--voxel-size")
+    h = read_volume(kernel).numpy().astype("float64")
+    if offset is None:
+        side = sidecar_path(kernel)
+        offset = float(read_json(side).get("offset", 0.0)) if side.is_file() else 0.0
+    ref = None
+    metric_fn = None
+    vs_hr = None if g.voxel_size is None else tuple(v / p for v in g.voxel_size)
+    if reference is not None:
+        from boneframe.metrics import compute_metrics
+
+        ref = read_volume(reference).numpy()
+
+        def metric_fn(x):
+            m = compute_metrics(
+                x,
+                ref,
+                voxel_size=vs_hr,
+                names=["psnr", "dice", "bv_tv"] + (["conn_d"] if vs_hr else []),
+            )
+            return {k: v for k, v in m.items() if k in ("psnr", "dice", "bv_tv", "conn_d")}
+
+    reg = get_registry().create("regularizer", regularizer)
+    with _reporter(quiet).stage("super-resolution", total=max_iter) as cb:
+        sr = super_resolve(
+            g.numpy(),
+            h,
+            offset=offset,
+            p=p,
+            regularizer=reg,
+            mu=mu,
+            beta=beta,
+            tol=tol,
+            max_iter=max_iter,
+            reference=ref,
+            metric_fn=metric_fn,
+            callback=cb,
+            solver_params={"adapt_iter": adapt_iter},
+        )
+    write_volume(
+        Volume(sr.volume, voxel_size=vs_hr, origin=g.origin, direction=g.direction),
+        out,
+        overwrite=overwrite,
+        sidecar={
+            "kernel": str(kernel),
+            "offset": offset,
+            "regularizer": regularizer,
+            "mu": mu,
+            "beta": beta,
+            "tol": tol,
+            "adapt_iter": adapt_iter,
+            "iterations": sr.iterations,
+            "converged": sr.converged,
+            "history": sr.history,
+        },
+    )
+    typer.echo(
+        f"wrote {out} {sr.volume.shape}: {sr.iterations} iterations, "
+        f"{'converged' if sr.converged else 'stopped at --max-iter'}"
+    )
+
+
+# --------------------------------------------------------------------------- metrics
+@app.command()
+def metrics(
+    volume: Annotated[Path, typer.Argument(help="Volume to measure.")],
+    reference: Annotated[Path | None, typer.Option(help="Reference for PSNR and DICE.")] = None,
+    voxel_size: Annotated[str | None, typer.Option(help="Override voxel size, µm.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Bone threshold (default: Otsu).")] = None,
+    structure: Annotated[
+        bool, typer.Option(help="Also Tb.Th, Tb.Sp, Tb.N, DA (isotropic voxels).")
+    ] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Bone metrics: PSNR, DICE, BV/TV, Euler, Betti, Conn.D, Tb.Th, Tb.Sp, Tb.N, DA."""
+    from boneframe.io import read_volume
+    from boneframe.io.sidecar import to_json
+    from boneframe.metrics import all_metrics
+
+    vol = _voxel(read_volume(volume), voxel_size, "--voxel-size")
+    ref = None if reference is None else read_volume(reference).numpy()
+    if ref is not None and ref.shape != vol.shape:
+        raise InputError(f"reference shape {ref.shape} differs from the volume's {vol.shape}")
+    result = all_metrics(
+        vol.numpy(), ref, voxel_size=vol.voxel_size, threshold=threshold, structure=structure
+    )
+    skipped = result.pop("structure_skipped", None)
+    if skipped:
+        typer.echo(f"note: Tb.Th, Tb.Sp, Tb.N and DA left out: {skipped}", err=True)
+    if json_output:
+        typer.echo(to_json(result, indent=None), nl=False)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=str(volume))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        table.add_row(key, text)
+    Console().print(table)
+
+
+@app.command()
+def thickness(
+    volume: Annotated[Path, typer.Argument(help="Volume (binary, or grey: Otsu).")],
+    out: Annotated[Path, typer.Option("--out", help="Thickness map (µm, NaN outside).")],
+    phase: Annotated[str, typer.Option(help="bone (Tb.Th) or marrow (Tb.Sp).")] = "bone",
+    voxel_size: Annotated[str | None, typer.Option(help="Override voxel size, µm.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Bone threshold (default: Otsu).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Local thickness map (Hildebrand & Rüegsegger; BoneJ conventions)."""
+    import numpy as np
+
+    from boneframe.io import read_volume, write_volume
+    from boneframe.io.atomic import check_writable
+    from boneframe.metrics import otsu_threshold, thickness_map
+
+    if phase not in ("bone", "marrow"):
+        raise InputError(f"--phase must be bone or marrow, got {phase!r}")
+    check_writable(out, overwrite)
+    vol = _voxel(read_volume(volume), voxel_size, "--voxel-size")
+    vs = vol.require_voxel_size()
+    data = vol.numpy()
+    t = threshold if threshold is not None else otsu_threshold(data)
+    tmap = thickness_map(np.asarray(data) > t, vs, phase=phase)
+    write_volume(
+        vol.with_data(tmap),
+        out,
+        overwrite=overwrite,
+        sidecar={"phase": phase, "threshold": float(t), "unit": "µm"},
+    )
+    inside = tmap[np.isfinite(tmap)]
+    mean = float(inside.mean()) if inside.size else float("nan")
+    typer.echo(f"wrote {out}: mean {mean:.1f} µm over {inside.size} {phase} voxels")
+
+
+# --------------------------------------------------------------------------- register
+@app.command()
+def register(
+    moving: Annotated[Path, typer.Argument(help="Micro-CT scan (moving).")],
+    fixed: Annotated[Path, typer.Argument(help="HR-pQCT scan (fixed).")],
+    out: Annotated[Path, typer.Option("--out", help="Resampled micro-CT; also <stem>.tfm/.json.")],
+    p: Annotated[int, typer.Option(help="Resolution factor of the output grid.")] = 2,
+    pad: Annotated[int, typer.Option(help="HR-pQCT voxels of margin around the grid.")] = 0,
+    interp: Annotated[str, typer.Option(help="linear or bspline.")] = "linear",
+    bins: Annotated[int, typer.Option(help="Mattes MI histogram bins.")] = 32,
+    sampling: Annotated[float, typer.Option(help="Fraction of voxels sampled.")] = 0.25,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    init: Annotated[str, typer.Option(help="geometry, moments, or a .tfm file.")] = "geometry",
+    voxel_size_moving: Annotated[str | None, typer.Option(help="Override, µm.")] = None,
+    voxel_size_fixed: Annotated[str | None, typer.Option(help="Override, µm.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+) -> None:
+    """Register the micro-CT to the HR-pQCT and resample it onto the p-times finer grid."""
+    from boneframe.registration import RegistrationParams, run_registration
+
+    params = RegistrationParams(
+        p=p, pad=pad, interp=interp, bins=bins, sampling=sampling, seed=seed, init=init
+    )
+    result = run_registration(
+        moving,
+        fixed,
+        out,
+        params,
+        overwrite=overwrite,
+        moving_voxel_size=parse_triple(voxel_size_moving, "--voxel-size-moving"),
+        fixed_voxel_size=parse_triple(voxel_size_fixed, "--voxel-size-fixed"),
+    )
+    typer.echo(
+        f"wrote {out}: rotation {result.rotation_angle_deg:.3f}°, metric "
+        f"{result.metric_initial:.4f} -> {result.metric_final:.4f}, overlap {result.overlap:.0%}, "
+        f"{sum(result.iterations)} iterations ({result.stop_reason})"
+    )
+
+
+# --------------------------------------------------------------------------- schema, run, demo
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="Folder of the JSON Schemas.")] = Path("schemas"),
+    check: Annotated[bool, typer.Option(help="Exit 1 when the folder is stale.")] = False,
+) -> None:
+    """Write (or --check) the JSON Schema of the pipeline spec."""
+    from boneframe.io import write_json
+    from boneframe.io.sidecar import to_json
+    from boneframe.spec import spec_json_schema
+
+    path = out / "pipeline.schema.json"
+    text = to_json(spec_json_schema())
+    if check:
+        if not path.is_file() or path.read_text() != text:
+            typer.echo(f"{path} is stale: run `boneframe schema --out {out}`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{path} is up to date")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, spec_json_schema())
+    typer.echo(f"wrote {path}")
+
+
+def _print_summary(metrics_: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from boneframe.demo import summary_rows
+
+    console = Console()
+    for rows in summary_rows(metrics_):
+        table = Table()
+        for col in rows[0]:
+            table.add_column(col)
+        for row in rows[1:]:
+            table.add_row(*row)
+        console.print(table)
+
+
+@app.command()
+def run(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Spec (.yaml, .toml, .json).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: <spec stem>-out).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Run a pipeline from a validated spec file."""
+    from boneframe.io.atomic import check_writable
+    from boneframe.pipeline import run_pipeline
+    from boneframe.spec import load_spec
+
+    spec = load_spec(spec_file)
+    out = out or Path(f"{spec_file.stem}-out")
+    check_writable(out, overwrite)
+    result = run_pipeline(spec, out, overwrite=overwrite, reporter=_reporter(quiet))
+    if not quiet:
+        _print_summary(result.metrics)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo-out"),
+    size: Annotated[int, typer.Option(help="Phantom size (200: the paper's setting).")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """The paper's experiment on a phantom: L2 and MI kernels, TV SR, metrics, report."""
+    from boneframe.demo import demo_spec
+    from boneframe.io.atomic import check_writable
+    from boneframe.pipeline import run_pipeline
+    from boneframe.spec import validate_spec
+
+    check_writable(out, overwrite)
+    spec = validate_spec(demo_spec(size, seed), "demo")
+    result = run_pipeline(spec, out, overwrite=overwrite, reporter=_reporter(quiet))
+    _print_summary(result.metrics)
+    typer.echo(f"report: {out / 'report.md'}")
+
+
 # --------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the exit code."""

@@ -1,0 +1,220 @@
+"""Figures and ``report.md`` of a pipeline run (the paper's Figs. 1-6, plus the kernels)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Per-iteration curves: (history key, axis label, metrics.json key of the HR reference line)
+CURVES = (
+    ("psnr", "PSNR (dB)", None),
+    ("dice", "DICE", None),
+    ("bv_tv", "BV/TV", "bv_tv"),
+    ("conn_d", "Conn.D (mm⁻³)", "conn_d"),
+    ("data", "data term", None),
+)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def axis_mtf(
+    h: np.ndarray, axis: int, voxel_um: float, n: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """MTF along one axis: |FFT| of the kernel's line integral, normalised at 0 (lp/mm)."""
+    others = tuple(a for a in range(3) if a != axis)
+    line = h.sum(axis=others)
+    spectrum = np.abs(np.fft.rfft(line, n))
+    freq = np.fft.rfftfreq(n, d=voxel_um / 1000.0)
+    return freq, spectrum / spectrum[0]
+
+
+def kernel_figure(path: Path, kernels: dict[str, np.ndarray], voxel_um: tuple[float, ...]) -> None:
+    """Orthogonal central slices of each kernel, its axis profiles and its MTF."""
+    plt = _pyplot()
+    names = list(kernels)
+    fig, axes = plt.subplots(len(names), 5, figsize=(17, 3.2 * len(names)), squeeze=False)
+    styles = {"true": dict(color="k", ls="--")}
+    for row, name in enumerate(names):
+        h = kernels[name] / kernels[name].sum()
+        c = tuple(s // 2 for s in h.shape)
+        for j, (img, title) in enumerate(
+            [
+                (h[c[0]], "axis 0 = centre"),
+                (h[:, c[1]], "axis 1 = centre"),
+                (h[:, :, c[2]], "axis 2 = centre"),
+            ]
+        ):
+            axes[row, j].imshow(img, cmap="magma", interpolation="nearest")
+            axes[row, j].set_title(f"{name}: {title}", fontsize=9)
+            axes[row, j].set_xticks([])
+            axes[row, j].set_yticks([])
+        for other in names:
+            g = kernels[other] / kernels[other].sum()
+            for a, color in zip(range(3), ("C0", "C1", "C2"), strict=True):
+                prof = g.sum(axis=tuple(b for b in range(3) if b != a))
+                x = (np.arange(len(prof)) - len(prof) // 2) * voxel_um[a]
+                style = styles.get(other, {}) if other != name else {}
+                if other == name or other == "true":
+                    axes[row, 3].plot(
+                        x,
+                        prof,
+                        color=color,
+                        lw=1.5 if other == name else 1,
+                        ls=style.get("ls", "-"),
+                        label=f"axis {a}"
+                        + (" (true)" if other == "true" and name != "true" else ""),
+                    )
+                    f, m = axis_mtf(g, a, voxel_um[a])
+                    axes[row, 4].plot(
+                        f, m, color=color, ls=style.get("ls", "-"), lw=1.5 if other == name else 1
+                    )
+        axes[row, 3].set_xlabel("µm")
+        axes[row, 3].set_title("line profiles (sum over the other axes)", fontsize=9)
+        axes[row, 3].legend(fontsize=7)
+        axes[row, 4].axhline(0.5, color="grey", lw=0.5)
+        axes[row, 4].axhline(0.1, color="grey", lw=0.5)
+        axes[row, 4].set_xlim(0, 12)
+        axes[row, 4].set_xlabel("lp/mm")
+        axes[row, 4].set_title("MTF per axis (dashed: true)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _read_history(path: Path) -> dict[str, np.ndarray]:
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    out: dict[str, np.ndarray] = {}
+    for key in rows[0] if rows else []:
+        try:
+            out[key] = np.array(
+                [float(r[key]) if r[key] not in ("", None) else np.nan for r in rows]
+            )
+        except ValueError:
+            continue
+    return out
+
+
+def iteration_figure(
+    path: Path, histories: dict[str, dict[str, np.ndarray]], metrics: dict[str, Any]
+) -> None:
+    """PSNR, DICE, BV/TV, Conn.D and data term against iteration (paper Figs. 2-6)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.4))
+    volumes = metrics.get("volumes", {})
+    for ax, (key, label, ref) in zip(axes, CURVES, strict=True):
+        for name, hist in histories.items():
+            if key in hist:
+                ax.plot(hist["iteration"], hist[key], label=f"SR {name}")
+        if ref and ref in volumes.get("hr", {}):
+            ax.axhline(volumes["hr"][ref], color="r", ls=":", label="high resolution")
+        base = volumes.get("lr_upsampled", {})
+        if key in base and key in ("psnr", "dice", "bv_tv", "conn_d"):
+            ax.axhline(base[key], color="grey", ls="--", label="LR upsampled")
+        ax.set_xlabel("iteration")
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def slices_figure(path: Path, volumes: dict[str, np.ndarray], thresholds: dict[str, float]) -> None:
+    """Binarised central slices side by side (paper Fig. 1)."""
+    plt = _pyplot()
+    names = list(volumes)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.6))
+    for ax, name in zip(np.atleast_1d(axes), names, strict=True):
+        vol = volumes[name]
+        ax.imshow(vol[vol.shape[0] // 2] > thresholds[name], cmap="gray", interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _table(rows: list[list[str]]) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list | tuple):
+        return ", ".join(_fmt(x) for x in v)
+    return "" if v is None else str(v)
+
+
+def write_report(
+    out: Path, spec: Any, inputs: Any, result: Any, volumes: dict[str, np.ndarray]
+) -> None:
+    """Write the figures and ``report.md`` into ``out``."""
+    vs = inputs.hr.require_voxel_size()
+    kernels = {name: est.kernel for name, est in result.kernels.items()}
+    if inputs.true_kernel is not None:
+        kernels = {"true": inputs.true_kernel, **kernels}
+    figures = []
+    if kernels:
+        kernel_figure(out / "kernels.png", kernels, vs)
+        figures.append(("Kernels", "kernels.png"))
+    histories = {
+        name: _read_history(out / f"history_sr_{name}.csv") for name in result.superresolutions
+    }
+    if histories:
+        iteration_figure(out / "iterations.png", histories, result.metrics)
+        figures.append(("Metrics against iteration", "iterations.png"))
+    thresholds = {k: v.get("threshold", 0.5) for k, v in result.metrics["volumes"].items()}
+    slices_figure(out / "slices.png", volumes, thresholds)
+    figures.append(("Binarised central slices", "slices.png"))
+
+    metric_keys = [
+        "psnr",
+        "dice",
+        "bv_tv",
+        "conn_d",
+        "conn_d_bonej",
+        "tb_th",
+        "tb_sp",
+        "tb_n",
+        "da",
+    ]
+    vol_rows = [["volume", *metric_keys]]
+    for name, m in result.metrics["volumes"].items():
+        vol_rows.append([name, *[_fmt(m.get(k)) for k in metric_keys]])
+    kernel_keys = ["gain", "offset", "fwhm_um", "mtf50_lpmm", "mtf10_lpmm", "kernel_error", "alpha"]
+    ker_rows = [["kernel", *kernel_keys]]
+    for name, m in result.metrics["kernels"].items():
+        ker_rows.append([name, *[_fmt(m.get(k)) for k in kernel_keys]])
+    text = [
+        "# boneframe report",
+        "",
+        f"High resolution {inputs.hr.shape} at {_fmt(list(vs))} µm; "
+        f"low resolution {inputs.lr.shape}; p = {inputs.p[0]}.",
+        "",
+        "## Kernels",
+        "",
+        _table(ker_rows),
+        "",
+        "## Volumes against the high-resolution reference",
+        "",
+        _table(vol_rows),
+        "",
+    ]
+    for title, name in figures:
+        text += [f"## {title}", "", f"![{title}]({name})", ""]
+    (out / "report.md").write_text("\n".join(text))

@@ -1,0 +1,318 @@
+"""The pipeline spec: a versioned, validated description of a whole run.
+
+The spec model is built from the plugin registry: every strategy field is a
+union discriminated by ``name``, each member carrying that strategy's own
+``Params`` model, so an installed plugin's parameters validate (and appear in
+the exported JSON Schema) exactly like the built-ins'. A strategy may be given
+as a bare name (``similarity: l2``) or as ``{name: l2, params: {...}}``.
+
+Relative paths are resolved against the folder of the spec file.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from boneframe.errors import InputError
+from boneframe.registry import Registry, get_registry
+
+SPEC_VERSION = 1
+FORMATS = ("npy", "zarr", "tif", "nii")
+
+
+class SpecError(InputError):
+    """An invalid spec: every problem with its field path."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"invalid spec {source}:\n  " + "\n  ".join(problems))
+
+
+def _bare_name(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _strategy_union(registry: Registry, kind: str) -> Any:
+    """``Annotated[Union[...], discriminator]`` of every registered strategy of ``kind``."""
+    members = []
+    for entry in registry.entries(kind):
+        cls = entry.cls
+        model_name = "".join(part.capitalize() for part in f"{kind}-{entry.name}".split("-"))
+        members.append(
+            create_model(
+                model_name,
+                __config__=ConfigDict(extra="forbid", title=f"{kind} {entry.name}"),
+                __doc__=entry.description or None,
+                name=(Literal[entry.name], ...),  # type: ignore[valid-type]
+                params=(cls.Params, Field(default_factory=cls.Params)),
+            )
+        )
+    if not members:
+        raise InputError(f"no {kind} strategy is registered")
+    if len(members) == 1:
+        return Annotated[members[0], BeforeValidator(_bare_name)]
+    union = Union[tuple(members)]  # noqa: UP007 (members known only at run time)
+    return Annotated[union, Field(discriminator="name"), BeforeValidator(_bare_name)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+Triple = tuple[float, float, float]
+
+
+def _odd_support(v: int) -> int:
+    if v % 2 == 0:
+        raise ValueError(f"kernel support must be odd, got {v}")
+    return v
+
+
+class PhantomInputs(_Model):
+    """A synthetic pair with a known kernel (see ``boneframe phantom``)."""
+
+    size: int = Field(64, ge=16, le=1024, description="High-resolution size per axis.")
+    seed: int = Field(0, description="Random seed (structure and noise).")
+    noise: float = Field(0.01, ge=0, description="Noise SD of the low-resolution scan.")
+    offset: float = Field(0.0, description="Grey-level shift c.")
+    kernel_sigma: Triple = Field((1.6, 1.3, 1.1), description="True kernel sigma, HR voxels.")
+    kernel_shift: Triple = Field((0.3, -0.2, 0.1), description="True kernel centre offset.")
+    kernel_gain: float = Field(1.0, gt=0, description="True kernel sum.")
+    kernel_support: int = Field(9, ge=3, le=25, description="True kernel support (odd).")
+    bv_tv: float = Field(0.25, ge=0.05, le=0.5, description="Target BV/TV.")
+    thickness: float = Field(3.0, ge=1.5, le=8, description="Trabecular thickness, HR voxels.")
+    voxel_size: float = Field(41.0, gt=0, description="High-resolution voxel size, µm.")
+
+    @field_validator("kernel_support")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        return _odd_support(v)
+
+
+class FileInputs(_Model):
+    """A registered pair of files."""
+
+    hr: Path = Field(description="High-resolution (micro-CT) volume on the p-times finer grid.")
+    lr: Path = Field(description="Low-resolution (HR-pQCT) volume.")
+    voxel_size_hr: Triple | None = Field(None, description="Override, µm per axis.")
+    voxel_size_lr: Triple | None = Field(None, description="Override, µm per axis.")
+
+
+class Inputs(_Model):
+    """Either ``phantom`` or ``files``, and the resolution factor."""
+
+    phantom: PhantomInputs | None = None
+    files: FileInputs | None = None
+    p: int = Field(2, ge=1, le=4, description="Resolution factor per axis.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Inputs:
+        if (self.phantom is None) == (self.files is None):
+            raise ValueError("give exactly one of 'phantom' or 'files'")
+        return self
+
+
+class ComputeSpec(_Model):
+    """Large-volume execution (dask)."""
+
+    chunk_size: int = Field(128, ge=16, description="Chunk edge in voxels (a multiple of p).")
+    scheduler: str | None = Field(None, description="dask.distributed scheduler address.")
+
+
+class OutputSpec(_Model):
+    """What is written into the output directory."""
+
+    format: Literal["npy", "zarr", "tif", "nii"] = Field("npy", description="Volume format.")
+    save_volumes: bool = Field(True, description="Write the super-resolved volumes.")
+
+
+@functools.cache
+def _spec_model_for(registry_id: int) -> type[BaseModel]:
+    registry = _REGISTRIES[registry_id]
+    Similarity = _strategy_union(registry, "similarity")
+    Regularizer = _strategy_union(registry, "regularizer")
+    Solver = _strategy_union(registry, "solver")
+
+    class KernelStage(_Model):
+        """One kernel estimation (paper §2)."""
+
+        name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Stage name (file names).")
+        similarity: Similarity = Field(default_factory=lambda: {"name": "l2"})  # type: ignore[valid-type]
+        regularizer: Regularizer = Field(  # type: ignore[valid-type]
+            default_factory=lambda: {"name": "gradient-l2"}
+        )
+        solver: Solver = Field(default_factory=lambda: {"name": "exact"})  # type: ignore[valid-type]
+        support: int = Field(
+            9, ge=3, le=25, description="Odd kernel support per axis (paper: 5 to 13)."
+        )
+        alpha: float | None = Field(
+            None, ge=0, description="Regularisation weight; null: scale-free default."
+        )
+        init_sigma: float | None = Field(
+            None, gt=0, description="Sigma of the Gaussian start, HR voxels; null: the default."
+        )
+        init_from: str | None = Field(None, description="Start from an earlier stage's kernel.")
+
+        @field_validator("support")
+        @classmethod
+        def _odd(cls, v: int) -> int:
+            return _odd_support(v)
+
+    class SuperResolutionStage(_Model):
+        """One TV super-resolution (paper §3.1)."""
+
+        name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Stage name (file names).")
+        kernel: str = Field(description="A kernel stage's name, or a kernel file (.npy).")
+        regularizer: Regularizer = Field(default_factory=lambda: {"name": "tv"})  # type: ignore[valid-type]
+        solver: Solver = Field(default_factory=lambda: {"name": "admm"})  # type: ignore[valid-type]
+        offset: float | None = Field(None, description="Offset c; null: the kernel's estimate.")
+
+    class MetricsSpec(_Model):
+        """Metrics of every output volume against the high-resolution reference."""
+
+        structure: bool = Field(True, description="Also Tb.Th, Tb.Sp, Tb.N and DA.")
+        threshold: float | None = Field(None, description="Fixed threshold; null: Otsu.")
+        per_iteration: bool = Field(True, description="Record metrics at every SR iteration.")
+
+    class PipelineSpec(_Model):
+        """A boneframe pipeline: inputs, kernel estimations, super-resolutions, metrics."""
+
+        model_config = ConfigDict(
+            extra="forbid", validate_default=True, title="boneframe pipeline spec"
+        )
+        version: Literal[1] = Field(description="Spec format version.")
+        inputs: Inputs
+        kernels: list[KernelStage] = Field(default_factory=list)
+        superresolution: list[SuperResolutionStage] = Field(default_factory=list)
+        metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+        outputs: OutputSpec = Field(default_factory=OutputSpec)
+        compute: ComputeSpec = Field(default_factory=ComputeSpec)
+
+        @model_validator(mode="after")
+        def _references(self) -> PipelineSpec:
+            seen: set[str] = set()
+            for stage in self.kernels:
+                if stage.name in seen:
+                    raise ValueError(f"kernels: two stages are named {stage.name!r}")
+                if stage.init_from is not None and stage.init_from not in seen:
+                    raise ValueError(
+                        f"kernels.{stage.name}.init_from: {stage.init_from!r} is not an earlier "
+                        f"kernel stage (earlier: {', '.join(sorted(seen)) or 'none'})"
+                    )
+                seen.add(stage.name)
+            names: set[str] = set()
+            for sr in self.superresolution:
+                if sr.name in names:
+                    raise ValueError(f"superresolution: two stages are named {sr.name!r}")
+                names.add(sr.name)
+                if sr.kernel not in seen and not sr.kernel.endswith(".npy"):
+                    raise ValueError(
+                        f"superresolution.{sr.name}.kernel: {sr.kernel!r} is neither a kernel "
+                        f"stage ({', '.join(sorted(seen)) or 'none'}) nor a .npy file"
+                    )
+            return self
+
+    return PipelineSpec
+
+
+_REGISTRIES: dict[int, Registry] = {}
+
+
+def spec_model(registry: Registry | None = None) -> type[BaseModel]:
+    """The pipeline spec model for ``registry`` (default: the installed plugins)."""
+    registry = registry or get_registry()
+    _REGISTRIES[id(registry)] = registry
+    return _spec_model_for(id(registry))
+
+
+def format_problems(exc: ValidationError) -> list[str]:
+    """One line per validation problem: ``field.path: message``."""
+    out = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        out.append(f"{loc or '(spec)'}: {e.get('msg')}")
+    return out
+
+
+def parse_spec_text(text: str, suffix: str, source: str = "spec") -> dict[str, Any]:
+    """Parse YAML, TOML or JSON text into a mapping."""
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise InputError(f"{source}: unknown spec format {suffix!r}; use .yaml, .toml or .json")
+    except InputError:
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{source}: cannot parse: {first}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: a spec must be a mapping at the top level")
+    return data
+
+
+def validate_spec(data: dict[str, Any], source: str = "spec", base: Path | None = None) -> Any:
+    """Validate a parsed spec; input paths are resolved against ``base`` and checked."""
+    model = spec_model()
+    try:
+        spec = model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, format_problems(exc)) from None
+    problems = []
+    files = spec.inputs.files
+    if files is not None:
+        for key in ("hr", "lr"):
+            path = getattr(files, key)
+            if base is not None and not path.is_absolute():
+                path = base / path
+                setattr(files, key, path)
+            if not path.exists():
+                problems.append(f"inputs.files.{key}: file not found: {path}")
+    for i, sr in enumerate(spec.superresolution):
+        if sr.kernel.endswith(".npy"):
+            path = Path(sr.kernel)
+            if base is not None and not path.is_absolute():
+                path = base / path
+                sr.kernel = str(path)
+            if not path.exists():
+                problems.append(f"superresolution.{i}.kernel: file not found: {path}")
+    if problems:
+        raise SpecError(source, problems)
+    return spec
+
+
+def load_spec(path: str | Path) -> Any:
+    """Read and validate a spec file (``.yaml``, ``.yml``, ``.toml`` or ``.json``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such spec file")
+    data = parse_spec_text(p.read_text(), p.suffix.lower(), str(p))
+    return validate_spec(data, str(p), base=p.resolve().parent)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the pipeline spec (installed plugins included)."""
+    schema = spec_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
