@@ -279,11 +279,13 @@ def edge_correction(bone: np.ndarray) -> float:
 
 
 # -- labelling -------------------------------------------------------------------
+# connected-components-3d (cc3d) labels 3-4x faster than scipy.ndimage.label at 200³
 def count_components(bone: np.ndarray) -> int:
     r"""Betti number :math:`\beta_0`: connected bone components (26-connectivity)."""
-    from scipy import ndimage
+    import cc3d
 
-    return int(ndimage.label(as_mask(bone, "bone mask"), structure=np.ones((3, 3, 3)))[1])
+    mask = np.ascontiguousarray(as_mask(bone, "bone mask"))
+    return int(cc3d.connected_components(mask, connectivity=26, return_N=True)[1])
 
 
 def count_cavities(bone: np.ndarray) -> int:
@@ -291,9 +293,10 @@ def count_cavities(bone: np.ndarray) -> int:
 
     Marrow components (6-connectivity) that do not touch the volume's border.
     """
-    from scipy import ndimage
+    import cc3d
 
-    labels, n = ndimage.label(~as_mask(bone, "bone mask"))
+    marrow = np.ascontiguousarray(~as_mask(bone, "bone mask"))
+    labels, n = cc3d.connected_components(marrow, connectivity=6, return_N=True)
     if n == 0:
         return 0
     touches = np.zeros(n + 1, dtype=bool)
