@@ -33,6 +33,7 @@ class Inputs:
     p: tuple[int, int, int]
     true_kernel: np.ndarray | None = None
     true_offset: float | None = None
+    registration: Any = None
 
 
 @dataclass
@@ -66,6 +67,16 @@ def load_inputs(spec: Any) -> Inputs:
         )
         hr, lr = pair.volumes()
         return Inputs(hr, lr, p, pair.kernel, pair.offset)
+    if spec.inputs.registration is not None:
+        from boneframe.registration import register_and_resample
+
+        reg = spec.inputs.registration
+        moving = read_volume(reg.moving, reg.voxel_size_moving)
+        fixed = read_volume(reg.fixed, reg.voxel_size_fixed)
+        result, fine = register_and_resample(moving, fixed, reg.params)
+        hr = fine.with_data(np.asarray(fine.numpy(), dtype=np.float32))
+        lr = fixed.with_data(np.asarray(fixed.numpy(), dtype=np.float32))
+        return Inputs(hr, lr, p, registration=result)
     files = spec.inputs.files
     hr = read_volume(files.hr, files.voxel_size_hr)
     lr = read_volume(files.lr, files.voxel_size_lr)
@@ -212,6 +223,15 @@ def run_pipeline(
         tmp.mkdir()
         write_json(tmp / "spec.json", spec.model_dump(mode="json"))
         inputs = load_inputs(spec)
+        if inputs.registration is not None:
+            from boneframe.registration import write_transform
+
+            write_transform(inputs.registration.transform, tmp / "registration.tfm")
+            write_json(tmp / "registration.json", inputs.registration.to_json())
+            reporter.message(
+                f"registered: rotation {inputs.registration.rotation_angle_deg:.3f}°, "
+                f"overlap {inputs.registration.overlap:.0%}"
+            )
         vs_hr = inputs.hr.require_voxel_size()
         reporter.message(
             f"inputs: high resolution {inputs.hr.shape} at {vs_hr[0]:g} µm, "

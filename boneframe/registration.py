@@ -559,6 +559,40 @@ def read_transform(path: str | os.PathLike[str]) -> RigidTransform:
         raise InputError(f"{p}: {exc}") from exc
 
 
+def register_and_resample(
+    moving: Volume, fixed: Volume, params: RegistrationParams | None = None
+) -> tuple[RegistrationResult, Volume]:
+    """:func:`register`, refuse a failed registration, resample onto the fine grid.
+
+    Raises
+    ------
+    RegistrationError
+        When less than ``params.min_overlap`` of the HR-pQCT maps inside the
+        micro-CT, or the final metric is no better than the initial one.
+    """
+    params = params or RegistrationParams()
+    result = register(moving, fixed, params)
+    if result.overlap < params.min_overlap:
+        raise RegistrationError(
+            f"registration failed: only {100 * result.overlap:.1f}% of the HR-pQCT lies "
+            f"inside the micro-CT after registration (at least {100 * params.min_overlap:.0f}% "
+            "needed). Crop the HR-pQCT to the micro-CT's field of view, or check the start"
+        )
+    if not result.improved:
+        raise RegistrationError(
+            f"registration failed: the final metric {result.metric_final:.5f} is no better "
+            f"than the initial {result.metric_initial:.5f} (Mattes MI, lower is better). "
+            "Try --init moments or a starting .tfm, or check that the scans show the same bone"
+        )
+    t0, c0 = time.perf_counter(), time.process_time()
+    fine = resample_to_fine_grid(
+        moving, fixed, result.transform, params.p, params.interp, pad=params.pad
+    )
+    result.times_s["resample"] = time.perf_counter() - t0
+    result.cpu_s["resample"] = time.process_time() - c0
+    return result, fine
+
+
 def run_registration(
     moving_path: str | os.PathLike[str],
     fixed_path: str | os.PathLike[str],
@@ -607,26 +641,9 @@ def run_registration(
     moving = read_volume(moving_path, moving_voxel_size)
     fixed = read_volume(fixed_path, fixed_voxel_size)
     t1, c1 = time.perf_counter(), time.process_time()
-    result = register(moving, fixed, params)
-    if result.overlap < params.min_overlap:
-        raise RegistrationError(
-            f"registration failed: only {100 * result.overlap:.1f}% of the HR-pQCT lies "
-            f"inside the micro-CT after registration (at least {100 * params.min_overlap:.0f}% "
-            "needed). Crop the HR-pQCT to the micro-CT's field of view, or check the start"
-        )
-    if not result.improved:
-        raise RegistrationError(
-            f"registration failed: the final metric {result.metric_final:.5f} is no better "
-            f"than the initial {result.metric_initial:.5f} (Mattes MI, lower is better). "
-            "Try --init moments or a starting .tfm, or check that the scans show the same bone"
-        )
-    t2, c2 = time.perf_counter(), time.process_time()
-    fine = resample_to_fine_grid(
-        moving, fixed, result.transform, params.p, params.interp, pad=params.pad
-    )
-    t3, c3 = time.perf_counter(), time.process_time()
-    result.times_s.update({"read": t1 - t0, "resample": t3 - t2})
-    result.cpu_s.update({"read": c1 - c0, "resample": c3 - c2})
+    result, fine = register_and_resample(moving, fixed, params)
+    result.times_s["read"] = t1 - t0
+    result.cpu_s["read"] = c1 - c0
     write_transform(result.transform, tfm, overwrite=overwrite)
     report = {
         "command": "register",

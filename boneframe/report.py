@@ -145,6 +145,31 @@ def slices_figure(path: Path, volumes: dict[str, np.ndarray], thresholds: dict[s
     plt.close(fig)
 
 
+def overlay_figure(path: Path, hr: np.ndarray, lr: np.ndarray, p: tuple[int, ...]) -> None:
+    """Central slices of the HR-pQCT (magenta) over the registered micro-CT (green)."""
+    plt = _pyplot()
+    up = lr
+    for axis, q in enumerate(p):
+        up = np.repeat(up, q, axis=axis)
+    up = up[tuple(slice(0, n) for n in hr.shape)]
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        lo, hi = np.percentile(a, (1, 99))
+        return np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
+    for axis, ax in enumerate(axes):
+        c = hr.shape[axis] // 2
+        a, b = norm(np.take(up, c, axis=axis)), norm(np.take(hr, c, axis=axis))
+        ax.imshow(np.stack([a, b, a], axis=-1), interpolation="nearest")
+        ax.set_title(f"axis {axis} = {c}: HR-pQCT magenta, micro-CT green", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def _table(rows: list[list[str]]) -> str:
     head, *body = rows
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -169,6 +194,9 @@ def write_report(
     if inputs.true_kernel is not None:
         kernels = {"true": inputs.true_kernel, **kernels}
     figures = []
+    if inputs.registration is not None:
+        overlay_figure(out / "registration.png", inputs.hr.numpy(), inputs.lr.numpy(), inputs.p)
+        figures.append(("Registered micro-CT over the HR-pQCT", "registration.png"))
     if kernels:
         kernel_figure(out / "kernels.png", kernels, vs)
         figures.append(("Kernels", "kernels.png"))

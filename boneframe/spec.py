@@ -113,17 +113,46 @@ class FileInputs(_Model):
     voxel_size_lr: Triple | None = Field(None, description="Override, µm per axis.")
 
 
+def _registration_params() -> type[BaseModel]:
+    from boneframe.registration import RegistrationParams
+
+    return RegistrationParams
+
+
+class RegisterInputs(_Model):
+    """Raw scans: the micro-CT is registered to the HR-pQCT and resampled onto the
+    HR-pQCT-aligned grid p times finer (``boneframe register``) before the stages."""
+
+    moving: Path = Field(description="Raw micro-CT scan (any voxel size and orientation).")
+    fixed: Path = Field(description="HR-pQCT scan (becomes the low-resolution volume).")
+    voxel_size_moving: Triple | None = Field(None, description="Override, µm per axis.")
+    voxel_size_fixed: Triple | None = Field(None, description="Override, µm per axis.")
+    params: _registration_params() = Field(  # type: ignore[valid-type]
+        default_factory=lambda: _registration_params()(),
+        description="Registration parameters (see boneframe register).",
+    )
+
+
 class Inputs(_Model):
-    """Either ``phantom`` or ``files``, and the resolution factor."""
+    """Exactly one of ``phantom``, ``files`` or ``registration``, and the resolution factor."""
 
     phantom: PhantomInputs | None = None
     files: FileInputs | None = None
+    registration: RegisterInputs | None = None
     p: int = Field(2, ge=1, le=4, description="Resolution factor per axis.")
 
     @model_validator(mode="after")
     def _one_source(self) -> Inputs:
-        if (self.phantom is None) == (self.files is None):
-            raise ValueError("give exactly one of 'phantom' or 'files'")
+        given = [self.phantom, self.files, self.registration]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError("give exactly one of 'phantom', 'files' or 'registration'")
+        if self.registration is not None:
+            prm = self.registration.params
+            if prm.p != self.p or prm.pad != 0:
+                raise ValueError(
+                    f"registration.params must keep p = inputs.p ({self.p}) and pad = 0, so that "
+                    "micro-CT voxel p*i lies on HR-pQCT voxel i"
+                )
         return self
 
 
@@ -280,15 +309,17 @@ def validate_spec(data: dict[str, Any], source: str = "spec", base: Path | None 
     except ValidationError as exc:
         raise SpecError(source, format_problems(exc)) from None
     problems = []
-    files = spec.inputs.files
-    if files is not None:
-        for key in ("hr", "lr"):
-            path = getattr(files, key)
+    for section, keys in (("files", ("hr", "lr")), ("registration", ("moving", "fixed"))):
+        inputs = getattr(spec.inputs, section)
+        if inputs is None:
+            continue
+        for key in keys:
+            path = getattr(inputs, key)
             if base is not None and not path.is_absolute():
                 path = base / path
-                setattr(files, key, path)
+                setattr(inputs, key, path)
             if not path.exists():
-                problems.append(f"inputs.files.{key}: file not found: {path}")
+                problems.append(f"inputs.{section}.{key}: file not found: {path}")
     for i, sr in enumerate(spec.superresolution):
         if sr.kernel.endswith(".npy"):
             path = Path(sr.kernel)

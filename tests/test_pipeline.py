@@ -72,3 +72,48 @@ def test_failed_run_leaves_nothing(tmp_path, capsys):
     assert main(["run", str(tmp_path / "s.json"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     assert "odd" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kernel.npy", "s.json"]
+
+
+def test_run_with_a_registration_stage(tmp_path):
+    pytest.importorskip("SimpleITK")
+    from boneframe.io import read_json, write_volume
+    from boneframe.registration_phantom import simulate_pair, synthetic_structure
+
+    pair = simulate_pair(
+        synthetic_structure(150, seed=3),
+        angle_deg=3.0,
+        axis=(1, 0.5, -1),
+        translation_um=(150, -100, 200),
+        lr_shape=28,
+    )
+    write_volume(pair.moving, tmp_path / "uct.npy")
+    write_volume(pair.fixed, tmp_path / "hrpqct.npy")
+    spec = {
+        "version": 1,
+        "inputs": {"registration": {"moving": "uct.npy", "fixed": "hrpqct.npy"}},
+        "kernels": [{"name": "l2", "support": 7}],
+        "superresolution": [
+            {"name": "l2", "kernel": "l2", "solver": {"name": "admm", "params": {"max_iter": 5}}}
+        ],  # fmt: skip
+        "metrics": {"structure": False},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "s.yaml"), "--out", str(out), "--quiet"]) == 0
+    report = read_json(out / "registration.json")
+    assert report["metric_final"] < report["metric_initial"]
+    assert (out / "registration.tfm").is_file() and (out / "registration.png").is_file()
+    assert "registration.png" in (out / "report.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kernels"]["l2"]["gain"] > 0
+
+
+def test_registration_stage_must_keep_the_grid(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", np.zeros((8, 8, 8)))
+    spec = {
+        "version": 1,
+        "inputs": {"registration": {"moving": "a.npy", "fixed": "a.npy", "params": {"pad": 2}}},
+    }
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    assert main(["run", str(tmp_path / "s.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "pad = 0" in capsys.readouterr().err
