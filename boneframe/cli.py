@@ -556,17 +556,33 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo-out"),
     size: Annotated[int, typer.Option(help="Phantom size (200: the paper's setting).")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    moving: Annotated[
+        Path | None, typer.Option(help="Raw micro-CT: run on real scans (with --fixed).")
+    ] = None,
+    fixed: Annotated[Path | None, typer.Option(help="HR-pQCT scan of the same sample.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
-    """The paper's experiment on a phantom: L2 and MI kernels, TV SR, metrics, report."""
+    """The paper's experiment: L2 and MI kernels, TV SR, metrics, report.
+
+    On a phantom with a known kernel, or on raw scans (--moving/--fixed), which
+    are registered first.
+    """
     from boneframe.demo import demo_spec
     from boneframe.io.atomic import check_writable
     from boneframe.pipeline import run_pipeline
     from boneframe.spec import validate_spec
 
     check_writable(out, overwrite)
-    spec = validate_spec(demo_spec(size, seed), "demo")
+    data = demo_spec(size, seed)
+    if (moving is None) != (fixed is None):
+        raise InputError("give both --moving (micro-CT) and --fixed (HR-pQCT), or neither")
+    if moving is not None:
+        data["inputs"] = {
+            "registration": {"moving": str(moving.resolve()), "fixed": str(fixed.resolve())},
+            "p": data["inputs"]["p"],
+        }
+    spec = validate_spec(data, "demo")
     result = run_pipeline(spec, out, overwrite=overwrite, reporter=_reporter(quiet))
     _print_summary(result.metrics)
     typer.echo(f"report: {out / 'report.md'}")

@@ -117,3 +117,28 @@ def test_registration_stage_must_keep_the_grid(tmp_path, capsys):
     (tmp_path / "s.json").write_text(json.dumps(spec))
     assert main(["run", str(tmp_path / "s.json"), "--out", str(tmp_path / "o")]) == 2
     assert "pad = 0" in capsys.readouterr().err
+
+
+def test_demo_on_raw_scans_registers_them(tmp_path, capsys):
+    pytest.importorskip("SimpleITK")
+    from boneframe.io import write_volume
+    from boneframe.registration_phantom import simulate_pair, synthetic_structure
+
+    pair = simulate_pair(
+        synthetic_structure(150, seed=3),
+        angle_deg=3.0,
+        axis=(1, 0.5, -1),
+        translation_um=(150, -100, 200),
+        lr_shape=28,
+    )
+    write_volume(pair.moving, tmp_path / "uct.npy")
+    write_volume(pair.fixed, tmp_path / "hrpqct.npy")
+    assert main(["demo", "--out", str(tmp_path / "o"), "--moving", str(tmp_path / "uct.npy")]) == 2
+    assert "--fixed" in capsys.readouterr().err
+    out = tmp_path / "d"
+    args = ["demo", "--out", str(out), "--quiet", "--moving", str(tmp_path / "uct.npy"),
+            "--fixed", str(tmp_path / "hrpqct.npy")]  # fmt: skip
+    assert main(args) == 0
+    assert (out / "registration.png").is_file() and (out / "kernel_mi.npy").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "true" not in metrics["kernels"] and {"sr_l2", "sr_mi"} <= set(metrics["volumes"])
