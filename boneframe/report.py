@@ -170,6 +170,38 @@ def overlay_figure(path: Path, hr: np.ndarray, lr: np.ndarray, p: tuple[int, ...
     plt.close(fig)
 
 
+def thickness_figure(
+    path: Path,
+    volumes: dict[str, np.ndarray],
+    thresholds: dict[str, float],
+    voxel_um: float,
+) -> None:
+    """Histograms of the local thickness (Tb.Th) of each volume's bone phase."""
+    from boneframe.metrics import thickness_map
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, vol in volumes.items():
+        tmap = thickness_map(vol > thresholds[name], voxel_um, phase="bone")
+        values = tmap[np.isfinite(tmap)]
+        if values.size:
+            ax.hist(
+                values,
+                bins=40,
+                histtype="step",
+                density=True,
+                lw=1.5,
+                label=f"{name} (mean {values.mean():.0f} µm)",
+            )
+    ax.set_xlabel("local thickness (µm)")
+    ax.set_ylabel("density")
+    ax.set_title("Tb.Th distribution", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def _table(rows: list[list[str]]) -> str:
     head, *body = rows
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -209,6 +241,9 @@ def write_report(
     thresholds = {k: v.get("threshold", 0.5) for k, v in result.metrics["volumes"].items()}
     slices_figure(out / "slices.png", volumes, thresholds)
     figures.append(("Binarised central slices", "slices.png"))
+    if spec.metrics.structure and max(vs) - min(vs) <= 1e-3 * max(vs):
+        thickness_figure(out / "thickness.png", volumes, thresholds, vs[0])
+        figures.append(("Trabecular thickness", "thickness.png"))
 
     metric_keys = [
         "psnr",

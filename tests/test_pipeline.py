@@ -29,7 +29,7 @@ def test_demo_writes_the_report(demo_dir):
     assert {"hr", "lr_upsampled", "sr_l2"} <= set(volumes)
     assert volumes["sr_l2"]["psnr"] > volumes["lr_upsampled"]["psnr"]
     assert metrics["kernels"]["l2"]["kernel_error"] < 0.2
-    for name in ("kernels.png", "iterations.png", "slices.png", "report.md"):
+    for name in ("kernels.png", "iterations.png", "slices.png", "thickness.png", "report.md"):
         assert (demo_dir / name).is_file(), name
     history = (demo_dir / "history_sr_l2.csv").read_text().splitlines()
     assert history[0].startswith("iteration") and "psnr" in history[0] and len(history) > 2
