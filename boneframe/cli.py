@@ -193,6 +193,15 @@ def _reporter(quiet: bool):
     return Reporter(quiet=quiet)
 
 
+def _check_outputs(out: Path, overwrite: bool) -> None:
+    """Refuse an existing output or sidecar before any work is done."""
+    from boneframe.io import sidecar_path
+    from boneframe.io.atomic import check_writable
+
+    check_writable(out, overwrite)
+    check_writable(sidecar_path(out), overwrite)
+
+
 def _voxel(volume, override: str | None, what: str):
     vs = parse_triple(override, what)
     return volume if vs is None else volume.with_data(volume.data, voxel_size=vs)
@@ -230,13 +239,11 @@ def estimate_kernel_cmd(
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Estimate the blurring kernel h and offset c of g = U(h * (f + c)) + n."""
-    from boneframe.io import read_volume, sidecar_path, write_volume
-    from boneframe.io.atomic import check_writable
+    from boneframe.io import read_volume, write_volume
     from boneframe.kernel import estimate_kernel
     from boneframe.volume import Volume
 
-    check_writable(out, overwrite)
-    check_writable(sidecar_path(out), overwrite)
+    _check_outputs(out, overwrite)
     f = _voxel(read_volume(hr), voxel_size_hr, "--voxel-size-hr")
     g = _voxel(read_volume(lr), voxel_size_lr, "--voxel-size-lr")
     vs_hr = f.voxel_size
@@ -304,13 +311,11 @@ def super_resolve_cmd(
 ) -> None:
     """TV super-resolution of LR with a known kernel (ADMM, exact Fourier step)."""
     from boneframe.io import read_json, read_volume, sidecar_path, write_volume
-    from boneframe.io.atomic import check_writable
     from boneframe.registry import get_registry
     from boneframe.superres import super_resolve
     from boneframe.volume import Volume
 
-    check_writable(out, overwrite)
-    check_writable(sidecar_path(out), overwrite)
+    _check_outputs(out, overwrite)
     g = _voxel(read_volume(lr), voxel_size, "--voxel-size")
     h = read_volume(kernel).numpy().astype("float64")
     if offset is None:
@@ -320,18 +325,10 @@ def super_resolve_cmd(
     metric_fn = None
     vs_hr = None if g.voxel_size is None else tuple(v / p for v in g.voxel_size)
     if reference is not None:
-        from boneframe.metrics import compute_metrics
+        from boneframe.pipeline import iteration_metric_fn
 
         ref = read_volume(reference).numpy()
-
-        def metric_fn(x):
-            m = compute_metrics(
-                x,
-                ref,
-                voxel_size=vs_hr,
-                names=["psnr", "dice", "bv_tv"] + (["conn_d"] if vs_hr else []),
-            )
-            return {k: v for k, v in m.items() if k in ("psnr", "dice", "bv_tv", "conn_d")}
+        metric_fn = iteration_metric_fn(ref, vs_hr)
 
     reg = get_registry().create("regularizer", regularizer)
     with _reporter(quiet).stage("super-resolution", total=max_iter) as cb:
@@ -428,12 +425,11 @@ def thickness(
     import numpy as np
 
     from boneframe.io import read_volume, write_volume
-    from boneframe.io.atomic import check_writable
     from boneframe.metrics import otsu_threshold, thickness_map
 
     if phase not in ("bone", "marrow"):
         raise InputError(f"--phase must be bone or marrow, got {phase!r}")
-    check_writable(out, overwrite)
+    _check_outputs(out, overwrite)
     vol = _voxel(read_volume(volume), voxel_size, "--voxel-size")
     vs = vol.require_voxel_size()
     data = vol.numpy()

@@ -114,6 +114,22 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     path.write_text(buf.getvalue())
 
 
+def iteration_metric_fn(
+    reference: np.ndarray, voxel_size: Any, threshold: float | None = None
+) -> Any:
+    """``f(x) -> {name: value}`` of :data:`ITERATION_METRICS` against ``reference``
+    (``conn_d`` only with a voxel size), for a solver's per-iteration history."""
+    from boneframe.metrics import compute_metrics
+
+    names = [n for n in ITERATION_METRICS if voxel_size is not None or n != "conn_d"]
+
+    def metric_fn(x: np.ndarray) -> dict[str, float]:
+        m = compute_metrics(x, reference, voxel_size=voxel_size, threshold=threshold, names=names)
+        return {k: v for k, v in m.items() if k in names}
+
+    return metric_fn
+
+
 def run_kernel_stage(stage: Any, inputs: Inputs, previous: dict[str, Any], reporter: Reporter):
     """Estimate one kernel as the stage says."""
     from boneframe.kernel import estimate_kernel
@@ -159,20 +175,9 @@ def run_sr_stage(
     solver_params = stage.solver.params.model_dump()
     metric_fn = None
     if spec.metrics.per_iteration:
-        from boneframe.metrics import compute_metrics
-
-        hr = inputs.hr.numpy()
-        vs = inputs.hr.voxel_size
-
-        def metric_fn(x: np.ndarray) -> dict[str, float]:
-            m = compute_metrics(
-                x,
-                hr,
-                voxel_size=vs,
-                threshold=spec.metrics.threshold,
-                names=[n for n in ITERATION_METRICS if vs is not None or n != "conn_d"],
-            )
-            return {k: v for k, v in m.items() if k in ITERATION_METRICS}
+        metric_fn = iteration_metric_fn(
+            inputs.hr.numpy(), inputs.hr.voxel_size, spec.metrics.threshold
+        )
 
     with reporter.stage(
         f"super-resolution {stage.name}", total=solver_params.get("max_iter")

@@ -74,9 +74,11 @@ def test_failed_run_leaves_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kernel.npy", "s.json"]
 
 
-def test_run_with_a_registration_stage(tmp_path):
+@pytest.fixture
+def raw_scans(tmp_path) -> Path:
+    """A misregistered micro-CT (uct.npy) / HR-pQCT (hrpqct.npy) pair in ``tmp_path``."""
     pytest.importorskip("SimpleITK")
-    from boneframe.io import read_json, write_volume
+    from boneframe.io import write_volume
     from boneframe.registration_phantom import simulate_pair, synthetic_structure
 
     pair = simulate_pair(
@@ -88,6 +90,12 @@ def test_run_with_a_registration_stage(tmp_path):
     )
     write_volume(pair.moving, tmp_path / "uct.npy")
     write_volume(pair.fixed, tmp_path / "hrpqct.npy")
+    return tmp_path
+
+
+def test_run_with_a_registration_stage(raw_scans, tmp_path):
+    from boneframe.io import read_json
+
     spec = {
         "version": 1,
         "inputs": {"registration": {"moving": "uct.npy", "fixed": "hrpqct.npy"}},
@@ -119,20 +127,7 @@ def test_registration_stage_must_keep_the_grid(tmp_path, capsys):
     assert "pad = 0" in capsys.readouterr().err
 
 
-def test_demo_on_raw_scans_registers_them(tmp_path, capsys):
-    pytest.importorskip("SimpleITK")
-    from boneframe.io import write_volume
-    from boneframe.registration_phantom import simulate_pair, synthetic_structure
-
-    pair = simulate_pair(
-        synthetic_structure(150, seed=3),
-        angle_deg=3.0,
-        axis=(1, 0.5, -1),
-        translation_um=(150, -100, 200),
-        lr_shape=28,
-    )
-    write_volume(pair.moving, tmp_path / "uct.npy")
-    write_volume(pair.fixed, tmp_path / "hrpqct.npy")
+def test_demo_on_raw_scans_registers_them(raw_scans, tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "o"), "--moving", str(tmp_path / "uct.npy")]) == 2
     assert "--fixed" in capsys.readouterr().err
     out = tmp_path / "d"
