@@ -178,6 +178,8 @@ class SuperResolutionProblem:
     Implements :class:`boneframe.solvers.admm.SplitProblem` with the periodic
     forward-difference gradient for ``D`` and the exact f-step of
     :class:`~boneframe.fourier_solve.FourierNormalSolver`.
+    ``periodic_differences`` and :meth:`solve_split_adjoint` let ADMM run its
+    compiled path (:mod:`boneframe.solvers.admm_kernels`).
 
     Parameters
     ----------
@@ -199,6 +201,9 @@ class SuperResolutionProblem:
         Further solver parameters (e.g. ``{"adapt_iter": 0}`` for the paper's
         plain ADMM); they override ``mu``, ``beta``, ``tol`` and ``max_iter``.
     """
+
+    #: ``D`` is the periodic forward difference (ADMM's compiled path relies on it).
+    periodic_differences: bool = True
 
     def __init__(
         self,
@@ -236,19 +241,24 @@ class SuperResolutionProblem:
         p: Factor = 2,
         regularizer: Regularizer,
         workers: int = -1,
+        scale: float | None = None,
     ) -> SuperResolutionProblem:
         """The normalised, padded problem :func:`super_resolve` solves for a scan ``g``.
 
-        ``g / gain - offset`` is scaled by ``scale = GREY_RANGE / range`` and
-        reflect-padded by :func:`padding_width` (then up to FFT-friendly sizes);
-        the kernel is divided by its gain. :meth:`estimate` maps a solution back.
+        ``g / gain - offset`` is scaled by ``scale = GREY_RANGE / range`` (or
+        by the given ``scale``) and reflect-padded by :func:`padding_width`
+        (then up to FFT-friendly sizes); the kernel is divided by its gain.
+        :meth:`estimate` maps a solution back.
         """
         g = _as_volume(g, "g")
         h = check_kernel(np.asarray(kernel, dtype=np.float64))
         p3 = as_factor(p)
         gain = float(np.sum(h))
         corrected = g.astype(np.float64) / gain - offset
-        scale = GREY_RANGE / _robust_range(corrected)
+        if scale is None:
+            scale = GREY_RANGE / _robust_range(corrected)
+        else:
+            scale = _check_scale(scale)
         pad = padding_width(h.shape, p3)
         padded = [_fast_len(n + 2 * m, q) for n, m, q in zip(g.shape, pad, p3, strict=True)]
         widths = [(m, L - n - m) for n, m, L in zip(g.shape, pad, padded, strict=True)]
@@ -324,8 +334,16 @@ class SuperResolutionProblem:
 
     def solve_split(self, w: np.ndarray, mu: float, beta: float) -> np.ndarray:
         r"""Exact f-step: :math:`(\mu H^TU^TUH + \beta D^TD) f = \mu H^TU^T g + \beta D^T w`."""
+        return self.solve_split_adjoint(self.gradient_adjoint(w), mu, beta)
+
+    def solve_split_adjoint(self, dtw: np.ndarray, mu: float, beta: float) -> np.ndarray:
+        r"""The f-step of :meth:`solve_split` given :math:`D^T w` rather than ``w``.
+
+        ADMM's compiled path (:mod:`boneframe.solvers.admm_kernels`) computes
+        :math:`D^T w` itself, in one pass with the v-step.
+        """
         s = self._fourier(mu, beta)
-        rhs = s.forward(self.gradient_adjoint(w))
+        rhs = s.forward(dtw)
         rhs *= beta
         rhs += self._rhs_data
         spec = s.solve_spectrum(rhs, overwrite=True)
@@ -358,6 +376,17 @@ def _as_volume(a: Any, what: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{what} contains NaN or infinite values")
     return arr
+
+
+def _check_scale(scale: float) -> float:
+    """A given normalisation ``scale``, checked: finite and positive."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise InputError(f"scale must be a positive number, got {scale!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"scale must be finite and positive, got {scale!r}")
+    return value
 
 
 def _robust_range(a: np.ndarray) -> float:
@@ -414,6 +443,7 @@ def super_resolve(
     workers: int = -1,
     solver: str = "admm",
     solver_params: Mapping[str, Any] | None = None,
+    scale: float | None = None,
 ) -> SuperResolution:
     r"""TV super-resolution by ADMM with the exact Fourier f-step (paper §3.1).
 
@@ -446,6 +476,17 @@ def super_resolve(
         ``callback(iteration, f_estimate, record)``; returning True stops.
     workers : int
         FFT threads (``-1``: all cores).
+    solver : str
+        Registered solver accepting a ``SplitProblem`` (``"admm"``).
+    solver_params : mapping, optional
+        Further solver parameters (e.g. ``{"adapt_iter": 0}``); they override
+        ``mu``, ``beta``, ``tol`` and ``max_iter``.
+    scale : float or None
+        Normalisation: normalised grey levels per unit of ``g / gain - offset``.
+        None (default): ``GREY_RANGE`` over the 0.5–99.5 percentile range of
+        ``g / gain - offset`` (see Notes). Give it to solve a part of a larger
+        scan on the whole scan's grey scale, as
+        :func:`boneframe.chunked.superres.super_resolve_blockwise` does.
 
     Returns
     -------
@@ -517,7 +558,7 @@ def super_resolve(
         raise InputError(f"regularizer must be a name or a Regularizer, got {regularizer!r}")
 
     problem = SuperResolutionProblem.from_scan(
-        g_arr, h, offset=offset, p=p3, regularizer=reg, workers=workers
+        g_arr, h, offset=offset, p=p3, regularizer=reg, workers=workers, scale=scale
     )
     estimate = problem.estimate
 

@@ -62,6 +62,11 @@ class ADMMParams(BaseModel):
         description="Iterations during which beta is adapted by residual balancing "
         "(0: fixed beta, the paper's plain ADMM).",
     )
+    fused: bool = Field(
+        True,
+        description="Run the v- and multiplier steps as one compiled pass when the problem "
+        "and regulariser allow it (TV, periodic differences); same iterates up to rounding.",
+    )
 
 
 class ADMM(Solver):
@@ -128,6 +133,8 @@ class ADMM(Solver):
             raise InputError(
                 "ADMM needs a problem with regularizer, residual_norm2, gradient and solve_split"
             )
+        if self.params.fused and _fusable(problem):
+            return self._solve_fused(problem, x0, callback)
         mu, beta = self.params.mu, self.params.beta
         reg = problem.regularizer
         phi = None if type(reg).split_value is Regularizer.split_value else reg.split_value
@@ -188,6 +195,76 @@ class ADMM(Solver):
         return SolverResult(
             x=x, iterations=it, converged=converged, message=message, history=history
         )
+
+    def _solve_fused(self, problem: Any, x0: Any, callback: Callback | None) -> SolverResult:
+        """The same iteration with :mod:`boneframe.solvers.admm_kernels`' fused passes."""
+        from boneframe.solvers import admm_kernels as kern
+
+        mu, beta = self.params.mu, self.params.beta
+        weight = float(problem.regularizer.params.weight)
+        aniso = bool(problem.regularizer.params.anisotropic)
+        x = np.ascontiguousarray(x0, dtype=problem.dtype)
+        w = problem.gradient(x)  # v0 - y0 with v0 = D x0, y0 = 0
+        y = np.zeros_like(w)
+        dv = np.empty_like(w) if self.params.adapt_iter > 0 else None
+        dtw = np.empty_like(x)
+        history: list[dict[str, float]] = []
+        converged, message = False, f"reached max_iter={self.params.max_iter}"
+        it = 0
+        for it in range(1, self.params.max_iter + 1):
+            x_new = problem.solve_split_adjoint(kern.adjoint(w, out=dtw), mu, beta)
+            adapting = it <= self.params.adapt_iter
+            sums = kern.split_update(
+                x_new, x, y, w, weight / beta, anisotropic=aniso, dv=dv if adapting else None
+            )
+            x = x_new
+            step, size = math.sqrt(sums["step2"]), math.sqrt(sums["size2"])
+            change = step / size if size > 0 else (0.0 if step == 0 else math.inf)
+            data = 0.5 * mu * problem.residual_norm2(x)
+            reg_value = weight * sums["phi_dx"]
+            lagrangian = (
+                data + weight * sums["phi_v"] + 0.5 * beta * sums["gap2"] - beta * sums["y_gap"]
+            )
+            dx_norm, gap = math.sqrt(sums["dx2"]), math.sqrt(sums["gap2"])
+            record = {
+                "data": data,
+                "regularizer": reg_value,
+                "objective": data + reg_value,
+                "augmented_lagrangian": lagrangian,
+                "relative_change": change,
+                "primal_residual": gap / dx_norm if dx_norm > 0 else gap,
+                "beta": beta,
+            }
+            history.append(record)
+            if callback is not None and callback(it, x, record):
+                message = "stopped by the callback"
+                break
+            if change <= self.params.tol:
+                converged, message = True, f"relative change {change:.3g} <= tol"
+                break
+            if adapting and dv is not None:
+                dual = beta * math.sqrt(kern.adjoint_norm2(dv))
+                factor = 2.0 if gap > 10.0 * dual else 0.5 if dual > 10.0 * gap else 1.0
+                if factor != 1.0:
+                    beta *= factor
+                    # lambda is kept: y -> y / factor, so w = v - y gains y (1 - 1/factor)
+                    w += y * x.dtype.type(1.0 - 1.0 / factor)
+                    y /= x.dtype.type(factor)
+        return SolverResult(
+            x=x, iterations=it, converged=converged, message=message, history=history
+        )
+
+
+def _fusable(problem: Any) -> bool:
+    """The fused passes apply: built-in TV, periodic differences, an f-step from ``D^T w``."""
+    from boneframe.regularizers.tv import TV
+
+    return (
+        type(problem.regularizer) is TV
+        and np.dtype(getattr(problem, "dtype", "O")) in (np.float32, np.float64)
+        and bool(getattr(problem, "periodic_differences", False))
+        and callable(getattr(problem, "solve_split_adjoint", None))
+    )
 
 
 def _norm(a: np.ndarray) -> float:
