@@ -21,6 +21,9 @@ from boneframe.volume import Volume
 
 #: The metrics recorded at every super-resolution iteration (the paper's Figs. 2-5).
 ITERATION_METRICS = ("psnr", "dice", "bv_tv", "conn_d")
+#: Structure metrics recorded every :data:`STRUCTURE_EVERY`-th iteration.
+STRUCTURE_ITERATION_METRICS = ("tb_th", "tb_sp")
+STRUCTURE_EVERY = 10
 _EXT = {"npy": ".npy", "zarr": ".zarr", "tif": ".tif", "nii": ".nii.gz"}
 
 
@@ -115,17 +118,37 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def iteration_metric_fn(
-    reference: np.ndarray, voxel_size: Any, threshold: float | None = None
+    reference: np.ndarray,
+    voxel_size: Any,
+    threshold: float | None = None,
+    structure_every: int = STRUCTURE_EVERY,
 ) -> Any:
-    """``f(x) -> {name: value}`` of :data:`ITERATION_METRICS` against ``reference``
-    (``conn_d`` only with a voxel size), for a solver's per-iteration history."""
+    """``f(x) -> {name: value}`` for a solver's per-iteration history.
+
+    Every call gives :data:`ITERATION_METRICS` against ``reference`` (``conn_d``
+    only with a voxel size); every ``structure_every``-th call, starting with the
+    first, also Tb.Th and Tb.Sp (mm; local thickness costs about as much as
+    several ADMM iterations, so not every time; 0 never; only for isotropic
+    voxels). The other calls leave them out, so the history has gaps there.
+    """
     from boneframe.metrics import compute_metrics
 
     names = [n for n in ITERATION_METRICS if voxel_size is not None or n != "conn_d"]
+    structure = (
+        structure_every > 0
+        and voxel_size is not None
+        and len(set(np.atleast_1d(np.asarray(voxel_size, dtype=float)).tolist())) == 1
+    )
+    calls = 0
 
     def metric_fn(x: np.ndarray) -> dict[str, float]:
-        m = compute_metrics(x, reference, voxel_size=voxel_size, threshold=threshold, names=names)
-        return {k: v for k, v in m.items() if k in names}
+        nonlocal calls
+        calls += 1
+        wanted = list(names)
+        if structure and (calls - 1) % structure_every == 0:
+            wanted += list(STRUCTURE_ITERATION_METRICS)
+        m = compute_metrics(x, reference, voxel_size=voxel_size, threshold=threshold, names=wanted)
+        return {k: v for k, v in m.items() if k in wanted}
 
     return metric_fn
 
@@ -176,7 +199,10 @@ def run_sr_stage(
     metric_fn = None
     if spec.metrics.per_iteration:
         metric_fn = iteration_metric_fn(
-            inputs.hr.numpy(), inputs.hr.voxel_size, spec.metrics.threshold
+            inputs.hr.numpy(),
+            inputs.hr.voxel_size,
+            spec.metrics.threshold,
+            structure_every=spec.metrics.structure_every if spec.metrics.structure else 0,
         )
 
     with reporter.stage(

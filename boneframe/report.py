@@ -14,6 +14,8 @@ CURVES = (
     ("dice", "DICE", None),
     ("bv_tv", "BV/TV", "bv_tv"),
     ("conn_d", "Conn.D (mm⁻³)", "conn_d"),
+    ("tb_th", "Tb.Th (mm)", "tb_th"),
+    ("tb_sp", "Tb.Sp (mm)", "tb_sp"),
     ("data", "data term", None),
 )
 
@@ -108,18 +110,32 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
 def iteration_figure(
     path: Path, histories: dict[str, dict[str, np.ndarray]], metrics: dict[str, Any]
 ) -> None:
-    """PSNR, DICE, BV/TV, Conn.D and data term against iteration (paper Figs. 2-6)."""
+    """PSNR, DICE, BV/TV, Conn.D, Tb.Th, Tb.Sp and data term against iteration
+    (paper Figs. 2-6; Tb.Th and Tb.Sp are recorded every few iterations)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.4))
+    curves = [c for c in CURVES if any(c[0] in h for h in histories.values())]
+    cols = min(4, len(curves)) or 1
+    rows = -(-len(curves) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel()[len(curves) :]:
+        ax.set_visible(False)
     volumes = metrics.get("volumes", {})
-    for ax, (key, label, ref) in zip(axes, CURVES, strict=True):
+    for ax, (key, label, ref) in zip(axes.ravel(), curves, strict=False):
         for name, hist in histories.items():
             if key in hist:
-                ax.plot(hist["iteration"], hist[key], label=f"SR {name}")
+                keep = np.isfinite(hist[key])
+                sparse = keep.sum() < 0.5 * keep.size
+                ax.plot(
+                    hist["iteration"][keep],
+                    hist[key][keep],
+                    marker="o" if sparse else None,
+                    ms=3,
+                    label=f"SR {name}",
+                )
         if ref and ref in volumes.get("hr", {}):
             ax.axhline(volumes["hr"][ref], color="r", ls=":", label="high resolution")
         base = volumes.get("lr_upsampled", {})
-        if key in base and key in ("psnr", "dice", "bv_tv", "conn_d"):
+        if key in base and key in ("psnr", "dice", "bv_tv", "conn_d", "tb_th", "tb_sp"):
             ax.axhline(base[key], color="grey", ls="--", label="LR upsampled")
         ax.set_xlabel("iteration")
         ax.set_title(label, fontsize=10)

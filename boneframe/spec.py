@@ -217,6 +217,12 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
         structure: bool = Field(True, description="Also Tb.Th, Tb.Sp, Tb.N and DA.")
         threshold: float | None = Field(None, description="Fixed threshold; null: Otsu.")
         per_iteration: bool = Field(True, description="Record metrics at every SR iteration.")
+        structure_every: int = Field(
+            10,
+            ge=0,
+            description="With structure and per_iteration, record Tb.Th and Tb.Sp every "
+            "this many SR iterations (0: never).",
+        )
 
     class PipelineSpec(_Model):
         """A boneframe pipeline: inputs, kernel estimations, super-resolutions, metrics."""

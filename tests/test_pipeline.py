@@ -137,3 +137,27 @@ def test_demo_on_raw_scans_registers_them(raw_scans, tmp_path, capsys):
     assert (out / "registration.png").is_file() and (out / "kernel_mi.npy").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert "true" not in metrics["kernels"] and {"sr_l2", "sr_mi"} <= set(metrics["volumes"])
+
+
+def test_structure_metrics_join_the_history_every_kth_iteration():
+    from boneframe.metrics import compute_metrics
+    from boneframe.phantom import micro_ct, trabecular_occupancy
+    from boneframe.pipeline import iteration_metric_fn
+
+    ref = micro_ct(trabecular_occupancy(32, seed=1))
+    est = ref + np.random.default_rng(0).normal(0, 0.05, ref.shape).astype(np.float32)
+    fn = iteration_metric_fn(ref, (41.0, 41.0, 41.0), structure_every=3)
+    records = [fn(est) for _ in range(5)]
+    assert [("tb_th" in r, "tb_sp" in r) for r in records] == [
+        (True, True),
+        (False, False),
+        (False, False),
+        (True, True),
+        (False, False),
+    ]
+    expected = compute_metrics(est, voxel_size=41.0, names=["tb_th", "tb_sp"])
+    assert records[0]["tb_th"] == expected["tb_th"] and records[3]["tb_sp"] == expected["tb_sp"]
+    assert all("psnr" in r and "conn_d" in r for r in records)
+    # anisotropic voxels or 0: never
+    assert "tb_th" not in iteration_metric_fn(ref, (41.0, 41.0, 82.0))(est)
+    assert "tb_th" not in iteration_metric_fn(ref, 41.0, structure_every=0)(est)
