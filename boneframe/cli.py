@@ -88,6 +88,9 @@ def phantom(
     kernel_support: Annotated[int, typer.Option(help="Odd kernel support.")] = 9,
     offset: Annotated[float, typer.Option(help="Grey-level shift c.")] = 0.0,
     noise: Annotated[float, typer.Option(help="Noise SD in the low-resolution scan.")] = 0.01,
+    shading: Annotated[
+        float, typer.Option(help="LR gain varying by ±shading across the last axis.")
+    ] = 0.0,
     bv_tv: Annotated[float, typer.Option(help="Target bone volume fraction.")] = 0.25,
     thickness: Annotated[float, typer.Option(help="Trabecular thickness, HR voxels.")] = 3.0,
     voxel_size: Annotated[float, typer.Option(help="High-resolution voxel size, µm.")] = 41.0,
@@ -127,6 +130,7 @@ def phantom(
         bv_tv=bv_tv,
         thickness=thickness,
         voxel_size_hr=voxel_size,
+        shading=shading,
     )
     hr, lr = pair.volumes()
     with atomic_path(out, overwrite=overwrite) as tmp:

@@ -207,6 +207,7 @@ def simulate_acquisition(
     p: int | Sequence[int] = 2,
     margin: int | Sequence[int] = 0,
     seed: int = 0,
+    shading: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate ``g = U(h * (f + c)) + n`` on a large volume and crop the margin.
 
@@ -227,6 +228,10 @@ def simulate_acquisition(
         radius, so that the crop sees no boundary effect.
     seed : int
         Seed of the noise.
+    shading : float
+        A scanner's slowly varying gain across the field of view: the noise-free
+        scan is multiplied by :func:`shading_field` (from ``1 - shading`` to
+        ``1 + shading`` along the last axis) before the noise is added.
 
     Returns
     -------
@@ -251,9 +256,27 @@ def simulate_acquisition(
         slice(mi // qi, mi // qi + n // qi) for mi, qi, n in zip(m, pp, f.shape, strict=True)
     )
     g = g_big[lr_crop]
+    if shading:
+        g = g * shading_field(g.shape, shading)
     if noise > 0:
         g = g + np.random.default_rng(seed + 1).normal(0.0, noise, g.shape)
     return np.ascontiguousarray(f), np.ascontiguousarray(g.astype(np.float32))
+
+
+def shading_field(shape: Sequence[int], amplitude: float) -> np.ndarray:
+    """A multiplicative gain rising linearly from ``1 - amplitude`` to ``1 + amplitude``
+    across the last axis (broadcastable to ``shape``).
+
+    Raises
+    ------
+    InputError
+        Unless ``0 <= amplitude < 1``.
+    """
+    if not 0.0 <= amplitude < 1.0:
+        raise InputError(f"shading must lie in [0, 1), got {amplitude}")
+    n = int(shape[-1])
+    ramp = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+    return (1.0 + amplitude * ramp).reshape((1,) * (len(shape) - 1) + (n,))
 
 
 @dataclass
@@ -297,6 +320,7 @@ def simulate_pair(
     marrow: float = 0.15,
     hr_noise: float = 0.0,
     voxel_size_hr: float | Sequence[float] = 41.0,
+    shading: float = 0.0,
 ) -> PhantomPair:
     """A synthetic micro-CT / HR-pQCT pair with a known kernel.
 
@@ -322,6 +346,9 @@ def simulate_pair(
         Micro-CT grey levels and noise.
     voxel_size_hr : float or 3 floats
         High-resolution voxel size in µm (default 41, the paper's).
+    shading : float
+        Slowly varying gain of the low-resolution scan across its last axis,
+        ``1 ± shading`` (see :func:`simulate_acquisition`); 0: none.
 
     Returns
     -------
@@ -340,7 +367,7 @@ def simulate_pair(
     )
     f_big = micro_ct(occ, bone=bone, marrow=marrow, noise=hr_noise, seed=seed)
     f, g = simulate_acquisition(
-        f_big, h, offset=offset, noise=noise, p=pp, margin=margin, seed=seed
+        f_big, h, offset=offset, noise=noise, p=pp, margin=margin, seed=seed, shading=shading
     )
     params = {
         "size": list(shp),
@@ -358,6 +385,7 @@ def simulate_pair(
         "kernel_shape": list(h.shape),
         "kernel_gain": float(h.sum()),
         "margin": list(margin),
+        "shading": shading,
     }
     vs = as_triple(voxel_size_hr, "voxel size")
     params["voxel_size_hr_um"] = list(vs)

@@ -67,6 +67,7 @@ def load_inputs(spec: Any) -> Inputs:
             bv_tv=ph.bv_tv,
             thickness=ph.thickness,
             voxel_size_hr=ph.voxel_size,
+            shading=ph.shading,
         )
         hr, lr = pair.volumes()
         return Inputs(hr, lr, p, pair.kernel, pair.offset)

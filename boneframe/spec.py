@@ -97,6 +97,13 @@ class PhantomInputs(_Model):
     bv_tv: float = Field(0.25, ge=0.05, le=0.5, description="Target BV/TV.")
     thickness: float = Field(3.0, ge=1.5, le=8, description="Trabecular thickness, HR voxels.")
     voxel_size: float = Field(41.0, gt=0, description="High-resolution voxel size, µm.")
+    shading: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Gain of the low-resolution scan varying linearly by ±shading across "
+        "its last axis (a scanner artefact); 0: none.",
+    )
 
     @field_validator("kernel_support")
     @classmethod

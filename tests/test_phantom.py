@@ -67,3 +67,18 @@ def test_bad_parameters():
         gaussian_kernel(1.0, 4)
     with pytest.raises(InputError, match="margin"):
         simulate_acquisition(np.zeros((20, 20, 20)), np.ones((9, 9, 9)), margin=2)
+
+
+def test_shading_multiplies_the_scan_by_a_linear_gain():
+    from boneframe.phantom import shading_field, simulate_pair
+
+    field = shading_field((2, 3, 5), 0.2)
+    assert field.shape == (1, 1, 5)
+    np.testing.assert_allclose(field.ravel(), [0.8, 0.9, 1.0, 1.1, 1.2])
+    flat = simulate_pair(24, 3, noise=0.0)
+    shaded = simulate_pair(24, 3, noise=0.0, shading=0.2)
+    np.testing.assert_array_equal(shaded.hr, flat.hr)
+    np.testing.assert_allclose(shaded.lr, flat.lr * shading_field(flat.lr.shape, 0.2), rtol=1e-6)
+    assert shaded.params["shading"] == 0.2
+    with pytest.raises(InputError, match="shading"):
+        shading_field((4, 4, 4), 1.0)
