@@ -1,0 +1,64 @@
+"""The headline: under a slowly varying grey-level gain across the field of view
+(a scanner shading artefact), kernel estimation with ``local-mi`` recovers the
+kernel better than with the global ``mi``, both through ``estimate_kernel``.
+
+Measured on small volumes, where it holds clearly (48³ and 64³ HR); on 96³ and
+128³ HR the global ``mi`` catches up (see the package README): a gain field
+independent of the structure acts like noise on the global histogram, which many
+samples average out.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from boneframe.kernel import estimate_kernel
+from boneframe.phantom import gaussian_kernel, simulate_pair
+
+TRUE = gaussian_kernel((1.6, 1.3, 1.1), 9, (0.3, -0.2, 0.1), gain=0.9)
+
+#: Gradient-descent iterations for both similarities: local-mi has converged
+#: (its error changes by < 1e-3 after ~50); the global mi keeps drifting *away*
+#: from the true kernel past ~20 iterations (0.18 at 20, 0.32 at 80, 0.40 at 500
+#: on seed 0), so a longer run only widens the gap.
+MAX_ITER = 80
+
+
+def gain_field(shape: tuple[int, int, int], amplitude: float = 0.3) -> np.ndarray:
+    """A gain ``1 + amplitude * x`` rising linearly across the last axis (x in [-1, 1])."""
+    ramp = 1.0 + amplitude * np.linspace(-1.0, 1.0, shape[2])
+    return np.broadcast_to(ramp[None, None, :], shape)
+
+
+def relative_kernel_error(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """``||h/sum h - t/sum t|| / ||t/sum t||`` (same support)."""
+    e, t = estimate / estimate.sum(), truth / truth.sum()
+    return float(np.linalg.norm(e - t) / np.linalg.norm(t))
+
+
+@pytest.fixture(scope="module")
+def shaded_pair():
+    pair = simulate_pair(48, 0, kernel=TRUE, offset=0.05, noise=0.01)
+    lr = (pair.lr.astype(np.float64) * gain_field(pair.lr.shape)).astype(np.float32)
+    return pair.hr, lr
+
+
+def test_local_mi_recovers_the_kernel_under_a_gain_field(shaded_pair):
+    hr, lr = shaded_pair
+    errors, times = {}, {}
+    for name in ("mi", "local-mi"):
+        start = time.perf_counter()
+        est = estimate_kernel(hr, lr, similarity=name, solver="gradient-descent", max_iter=MAX_ITER)
+        times[name] = time.perf_counter() - start
+        errors[name] = relative_kernel_error(est.kernel, TRUE)
+        assert np.all(np.isfinite(est.kernel)) and est.kernel.min() >= 0
+    print(
+        f"\n48^3 HR, seed 0, gain 1 +/- 0.3 across x, noise 1 %, {MAX_ITER} iterations: "
+        + ", ".join(f"{k} error {errors[k]:.3f} ({times[k]:.1f} s)" for k in errors)
+    )
+    # observed (seeds 0/1/2, 80 iterations): mi 0.317/0.235/0.334, local-mi 0.165/0.133/0.198
+    assert errors["local-mi"] < 0.22
+    assert errors["local-mi"] < 0.7 * errors["mi"], errors
