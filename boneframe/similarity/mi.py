@@ -225,6 +225,53 @@ class MutualInformation(Similarity):
         value, grad = self._evaluate(u, g, gradient=True)
         return value, grad  # type: ignore[return-value]
 
+    # -- the steps, callable one by one (chunked volumes sum the histograms) ------
+    def joint_histogram(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The additive part of the Parzen estimate for bin coordinates ``a``, ``b``.
+
+        ``"splat"``: the fine-grid histogram ``H`` (``(S(B-1)+2)^2``); ``"exact"``:
+        ``Q`` itself (``B x B``). Either is a sum over voxels, so the histogram of a
+        volume is the sum of its blocks' histograms (with ``a`` and ``b`` from the
+        global ranges, :func:`bin_coordinates`).
+        """
+        a = np.asarray(a, dtype=np.float64).ravel()
+        b = np.asarray(b, dtype=np.float64).ravel()
+        nb = self.params.bins
+        if self.params.method == "exact":
+            return _exact_histogram(a, b, nb, self.params.parzen_width)
+        nodes = _node_matrix(nb, self.params.parzen_width, self.params.oversampling).shape[1]
+        cell, fa, fb = _splat_cells(a, b, self.params.oversampling, nodes)
+        return _splat_histogram(cell, fa, fb, nodes)
+
+    def gradient_table(self, hist: np.ndarray) -> tuple[float, np.ndarray, float]:
+        """``MI``, the look-up table of ``dMI/da`` and the normaliser ``Z`` from a
+        (summed) :meth:`joint_histogram`."""
+        nb, beta = self.params.bins, self.params.parzen_width
+        if self.params.method == "exact":
+            return _information(hist)
+        phi = _node_matrix(nb, beta, self.params.oversampling)
+        mi, centred, z = _information(phi @ hist @ phi.T)
+        return mi, _splat_step_table(phi, centred), z
+
+    def coordinate_gradient(
+        self, a: np.ndarray, b: np.ndarray, table: np.ndarray, z: float
+    ) -> np.ndarray:
+        """``dMI/da`` per voxel (flat) from the global :meth:`gradient_table`.
+
+        The derivative with respect to ``u`` follows from the range normalisation
+        (class Notes): ``dD/du = -(B-1)/(max u - min u) dMI/da`` plus the terms of
+        the two extreme voxels.
+        """
+        a = np.asarray(a, dtype=np.float64).ravel()
+        b = np.asarray(b, dtype=np.float64).ravel()
+        nb, beta = self.params.bins, self.params.parzen_width
+        if self.params.method == "exact":
+            return _exact_gradient(a, b, table, z, nb, beta)
+        s = self.params.oversampling
+        nodes = _node_matrix(nb, beta, s).shape[1]
+        cell, _, fb = _splat_cells(a, b, s, nodes)
+        return _splat_lookup(table, cell, fb, s, z)
+
     def _evaluate(
         self, u: np.ndarray, g: np.ndarray, gradient: bool
     ) -> tuple[float, np.ndarray | None]:
@@ -247,6 +294,30 @@ class MutualInformation(Similarity):
         return -mi, _chain_range(-dmi, a, nb, scale, extremes).reshape(u.shape)
 
 
+def bin_coordinates(x: np.ndarray, bins: int, lo: float, hi: float) -> tuple[np.ndarray, float]:
+    """Map ``x`` affinely onto ``[0, bins - 1]`` by the range ``[lo, hi]``.
+
+    Returns the flat float64 coordinates (clipped to the grid) and the factor
+    ``(bins - 1) / (hi - lo)``. A block of a chunked volume passes the global range.
+    """
+    scale = (bins - 1) / (hi - lo)
+    a = np.subtract(np.asarray(x).ravel(), lo, dtype=np.float64)
+    a *= scale
+    # Rounding may leave the maximum a hair above B - 1; the grid ends there.
+    np.clip(a, 0.0, bins - 1, out=a)
+    return a, scale
+
+
+def check_range(lo: float, hi: float, label: str) -> None:
+    """Refuse a non-finite or empty intensity range."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(f"{label} contains NaN or infinite values")
+    if hi <= lo:
+        raise InputError(
+            f"{label} is constant ({lo:g}): mutual information needs an intensity range"
+        )
+
+
 def _bin_coordinates(
     x: np.ndarray, bins: int, label: str
 ) -> tuple[np.ndarray, float, tuple[int, int]]:
@@ -258,17 +329,8 @@ def _bin_coordinates(
     flat = np.asarray(x).ravel()
     i_min, i_max = int(np.argmin(flat)), int(np.argmax(flat))
     lo, hi = float(flat[i_min]), float(flat[i_max])
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise InputError(f"{label} contains NaN or infinite values")
-    if hi <= lo:
-        raise InputError(
-            f"{label} is constant ({lo:g}): mutual information needs an intensity range"
-        )
-    scale = (bins - 1) / (hi - lo)
-    a = np.subtract(flat, lo, dtype=np.float64)
-    a *= scale
-    # Rounding may leave the maximum a hair above B - 1; the grid ends there.
-    np.clip(a, 0.0, bins - 1, out=a)
+    check_range(lo, hi, label)
+    a, scale = bin_coordinates(flat, bins, lo, hi)
     return a, scale, (i_min, i_max)
 
 
@@ -327,12 +389,10 @@ def _node_matrix(bins: int, beta: float, s: int) -> np.ndarray:
     return phi
 
 
-def _mi_splat(
-    a: np.ndarray, b: np.ndarray, bins: int, beta: float, s: int, gradient: bool
-) -> tuple[float, np.ndarray | None]:
-    """MI and ``dMI/da`` with linearly splatted samples (see the class Notes)."""
-    phi = _node_matrix(bins, beta, s)
-    nodes = phi.shape[1]
+def _splat_cells(
+    a: np.ndarray, b: np.ndarray, s: int, nodes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fine-grid cell (flat index) of every pair and its fractional position in it."""
     fa = a * s
     fb = b * s
     ka = np.minimum(fa.astype(np.intp), nodes - 2)
@@ -340,7 +400,11 @@ def _mi_splat(
     fa -= ka
     fb -= kb
     cell = ka * nodes + kb
-    del ka, kb
+    return cell, fa, fb
+
+
+def _splat_histogram(cell: np.ndarray, fa: np.ndarray, fb: np.ndarray, nodes: int) -> np.ndarray:
+    """Bilinear splat ``H`` of the pairs onto the ``nodes x nodes`` fine grid."""
     size = nodes * nodes
     # Corner weights (1-fa)(1-fb), fa(1-fb), (1-fa)fb, fa fb from four sums per cell,
     # combined in place: these (fine-grid sized) arrays dominate the cost at small N.
@@ -357,26 +421,46 @@ def _mi_splat(
     hist[1:] += w10[:-1]
     hist[:, 1:] += w01[:, :-1]
     hist[1:, 1:] += w11[:-1, :-1]
-    del w10, w01, w11
-    mi, centred, z = _information(phi @ hist @ phi.T)
-    if not gradient:
-        return mi, None
-    del hist
-    # step[k, l] = T[k + 1, l] - T[k, l] for T = Phi^T (L - MI) Phi; row stride ``nodes``.
-    step = ((phi[:, 1:] - phi[:, :-1]).T @ (centred @ phi)).ravel()
+    return hist
+
+
+def _splat_step_table(phi: np.ndarray, centred: np.ndarray) -> np.ndarray:
+    """``step[k, l] = T[k + 1, l] - T[k, l]`` for ``T = Phi^T (L - MI) Phi``, flat
+    (row stride ``nodes``)."""
+    return ((phi[:, 1:] - phi[:, :-1]).T @ (centred @ phi)).ravel()
+
+
+def _splat_lookup(
+    step: np.ndarray, cell: np.ndarray, fb: np.ndarray, s: int, z: float
+) -> np.ndarray:
+    """``dMI/da`` per voxel: the step table read at the voxel's cell, linear in ``b``."""
     lower = step[cell]
     upper = step[cell + 1]
     upper -= lower
     upper *= fb
     upper += lower
     upper *= s / z
-    return mi, upper
+    return upper
 
 
-def _mi_exact(
-    a: np.ndarray, b: np.ndarray, bins: int, beta: float, gradient: bool
+def _mi_splat(
+    a: np.ndarray, b: np.ndarray, bins: int, beta: float, s: int, gradient: bool
 ) -> tuple[float, np.ndarray | None]:
-    """MI and ``dMI/da`` from the literal Parzen sums, with N x B weight matrices in blocks."""
+    """MI and ``dMI/da`` with linearly splatted samples (see the class Notes)."""
+    phi = _node_matrix(bins, beta, s)
+    nodes = phi.shape[1]
+    cell, fa, fb = _splat_cells(a, b, s, nodes)
+    hist = _splat_histogram(cell, fa, fb, nodes)
+    del fa
+    mi, centred, z = _information(phi @ hist @ phi.T)
+    if not gradient:
+        return mi, None
+    del hist
+    return mi, _splat_lookup(_splat_step_table(phi, centred), cell, fb, s, z)
+
+
+def _exact_histogram(a: np.ndarray, b: np.ndarray, bins: int, beta: float) -> np.ndarray:
+    """The literal Parzen sums ``Q``, with N x B weight matrices in blocks."""
     centres = np.arange(bins, dtype=np.float64)
     step = max(1, _EXACT_BLOCK // bins)
     q = np.zeros((bins, bins))
@@ -385,9 +469,15 @@ def _mi_exact(
         wa = parzen_window(a[block, None] - centres, beta)
         wb = parzen_window(b[block, None] - centres, beta)
         q += wa.T @ wb
-    mi, centred, z = _information(q)
-    if not gradient:
-        return mi, None
+    return q
+
+
+def _exact_gradient(
+    a: np.ndarray, b: np.ndarray, centred: np.ndarray, z: float, bins: int, beta: float
+) -> np.ndarray:
+    """``dMI/da`` from the literal sums, given the table ``L - MI`` and ``Z``."""
+    centres = np.arange(bins, dtype=np.float64)
+    step = max(1, _EXACT_BLOCK // bins)
     out = np.empty_like(a)
     for start in range(0, a.size, step):
         block = slice(start, start + step)
@@ -396,4 +486,14 @@ def _mi_exact(
         dwa = (-2.0 / beta**2) * da * wa
         wb = parzen_window(b[block, None] - centres, beta)
         out[block] = np.einsum("xi,xi->x", dwa, wb @ centred.T) / z
-    return mi, out
+    return out
+
+
+def _mi_exact(
+    a: np.ndarray, b: np.ndarray, bins: int, beta: float, gradient: bool
+) -> tuple[float, np.ndarray | None]:
+    """MI and ``dMI/da`` from the literal Parzen sums, with N x B weight matrices in blocks."""
+    mi, centred, z = _information(_exact_histogram(a, b, bins, beta))
+    if not gradient:
+        return mi, None
+    return mi, _exact_gradient(a, b, centred, z, bins, beta)

@@ -1,0 +1,78 @@
+"""The chunked forward model and kernel estimate on a dask.distributed cluster."""
+
+from __future__ import annotations
+
+import sys
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from boneframe.chunked.cluster import active_client, use_scheduler
+from boneframe.chunked.kernel import estimate_kernel_chunked
+from boneframe.chunked.operators import forward_model
+from boneframe.errors import InputError
+from boneframe.phantom import gaussian_kernel, simulate_pair
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # worker processes (not threads): what a real cluster does, pickling included
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return simulate_pair(40, seed=4, offset=0.05, noise=0.01, hr_noise=0.01)
+
+
+def test_no_address_does_nothing() -> None:
+    with use_scheduler(None) as client:
+        assert client is None
+        assert active_client() is None
+
+
+def test_unreachable_or_malformed_address() -> None:
+    with pytest.raises(InputError, match="cannot connect to the dask scheduler"):
+        with use_scheduler("tcp://127.0.0.1:9", timeout=0.5):
+            pass
+    with pytest.raises(InputError, match="tcp://host:port"):
+        with use_scheduler("nowhere"):
+            pass
+
+
+def test_missing_package(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails
+    with pytest.raises(InputError, match=r"boneframe\[distributed\]"):
+        with use_scheduler("tcp://127.0.0.1:9"):
+            pass
+
+
+def test_forward_model_and_l2_estimate_on_the_cluster(cluster, pair) -> None:
+    f = da.from_array(pair.hr, chunks=20)
+    g = da.from_array(pair.lr, chunks=10)
+    h = gaussian_kernel((1.4, 1.2, 1.0), 7)
+    with dask.config.set(scheduler="sync"):
+        local_u = forward_model(f, h, 0.05).compute()
+        local = estimate_kernel_chunked(f, g, support=5)
+    with use_scheduler(cluster.scheduler_address) as client:
+        assert active_client() is client
+        with distributed.get_task_stream(client) as stream:
+            remote_u = forward_model(f, h, 0.05).compute()
+            remote = estimate_kernel_chunked(f, g, support=5)
+        workers = {t["worker"] for t in stream.data}
+    assert active_client() is None
+    assert len(stream.data) > 0 and len(workers) == 2  # both workers did the work
+    np.testing.assert_allclose(remote_u, local_u, rtol=1e-12, atol=1e-12)
+    rel = np.linalg.norm(remote.kernel - local.kernel) / np.linalg.norm(local.kernel)
+    # same boxes and tree of sums; the float32 Gram products still round with the
+    # BLAS thread count (workers run single-threaded BLAS): ~1e-7 relative
+    assert rel < 1e-5
+    assert remote.offset == pytest.approx(local.offset, rel=1e-5)
+    assert remote.alpha == pytest.approx(local.alpha, rel=1e-5)
