@@ -26,6 +26,25 @@ app = typer.Typer(
 EXIT_USER_ERROR = 2
 
 
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BONEFRAME_SCHEDULER",
+            help="dask.distributed scheduler address (tcp://host:8786): chunked work on "
+            "zarr volumes runs on that cluster (needs the [distributed] extra).",
+        ),
+    ] = None,
+) -> None:
+    """Blurring-kernel estimation and TV super-resolution for bone micro-CT / HR-pQCT."""
+    if scheduler:
+        from boneframe.chunked.cluster import use_scheduler
+
+        ctx.with_resource(use_scheduler(scheduler))
+
+
 def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
@@ -96,6 +115,13 @@ def phantom(
     voxel_size: Annotated[float, typer.Option(help="High-resolution voxel size, µm.")] = 41.0,
     p: Annotated[int, typer.Option(help="Decimation factor per axis.")] = 2,
     format: Annotated[str, typer.Option(help="Volume format: zarr, npy, tif or nii.")] = "npy",
+    tile: Annotated[
+        int,
+        typer.Option(
+            help="Write zarr chunk by chunk, the structure a periodic tiling of a TILE³ "
+            "phantom (0: automatic, 256 above 512³)."
+        ),
+    ] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
 ) -> None:
     """Write a synthetic micro-CT / HR-pQCT pair with a known kernel into OUT."""
@@ -120,6 +146,13 @@ def phantom(
             parse_triple(kernel_shift, "--kernel-shift"),
             kernel_gain,
         )
+    if tile == 0 and size > LARGE_PHANTOM:
+        tile = 256
+    if tile:
+        _large_phantom(
+            out, size, seed, h, offset, noise, shading, p, voxel_size, tile, format, overwrite
+        )
+        return
     pair = simulate_pair(
         size,
         seed,
@@ -158,6 +191,63 @@ def phantom(
     typer.echo(
         f"wrote {out}/hr{ext} {hr.shape}, {out}/lr{ext} {lr.shape}, kernel.npy, phantom.json"
     )
+
+
+#: Phantoms larger than this (per axis) are written chunk by chunk.
+LARGE_PHANTOM = 512
+
+
+def _large_phantom(
+    out: Path,
+    size: int,
+    seed: int,
+    h: object,
+    offset: float,
+    noise: float,
+    shading: float,
+    p: int,
+    voxel_size: float,
+    tile: int,
+    format: str,
+    overwrite: bool,
+) -> None:
+    """``phantom`` chunk by chunk: a tiled micro-CT and its simulated HR-pQCT, in zarr."""
+    import numpy as np
+
+    from boneframe.chunked.phantom import write_large_acquisition, write_large_phantom
+    from boneframe.io import atomic_path, write_json
+
+    if format != "zarr":
+        raise InputError(
+            f"a {size}³ phantom is written chunk by chunk, which needs --format zarr "
+            f"(or give --size <= {LARGE_PHANTOM})"
+        )
+    if shading:
+        raise InputError("--shading is not available for phantoms written chunk by chunk")
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        tmp.mkdir()
+        hr = write_large_phantom(
+            tmp / "hr.zarr", size, seed, tile=tile, voxel_size=voxel_size, noise=0.0
+        )
+        lr = write_large_acquisition(
+            hr, tmp / "lr.zarr", kernel=h, offset=offset, noise=noise, p=p, seed=seed
+        )
+        np.save(tmp / "kernel.npy", h)
+        write_json(
+            tmp / "phantom.json",
+            {
+                "size": [size] * 3,
+                "seed": seed,
+                "tile": tile,
+                "offset": offset,
+                "noise": noise,
+                "p": [p] * 3,
+                "voxel_size_lr_um": [voxel_size * p] * 3,
+                "format": "zarr",
+                "files": {"hr": "hr.zarr", "lr": "lr.zarr", "kernel": "kernel.npy"},
+            },
+        )
+    typer.echo(f"wrote {out}/hr.zarr {hr.shape}, {out}/lr.zarr {lr.shape} chunk by chunk")
 
 
 # --------------------------------------------------------------------------- info
@@ -264,9 +354,9 @@ def estimate_kernel_cmd(
         solver = "exact" if similarity == "l2" else "gradient-descent"
     reporter = _reporter(quiet)
     with reporter.stage(f"kernel ({similarity}, {solver})") as cb:
-        est = estimate_kernel(
-            f.numpy(),
-            g.numpy(),
+        est = estimate_kernel(  # zarr volumes stay lazy: the chunked path
+            f.data if f.is_lazy else f.numpy(),
+            g.data if g.is_lazy else g.numpy(),
             similarity=similarity,
             solver=solver,
             support=support,
@@ -335,6 +425,41 @@ def super_resolve_cmd(
         metric_fn = iteration_metric_fn(ref, vs_hr)
 
     reg = get_registry().create("regularizer", regularizer)
+    settings = {
+        "kernel": str(kernel),
+        "offset": offset,
+        "regularizer": regularizer,
+        "mu": mu,
+        "beta": beta,
+        "tol": tol,
+        "adapt_iter": adapt_iter,
+    }
+    if g.is_lazy:  # zarr: overlapping blocks, each solved exactly, streamed to OUT
+        from boneframe.chunked.superres import super_resolve_blockwise
+        from boneframe.io import write_json
+
+        if reference is not None:
+            raise InputError("--reference (per-iteration metrics) needs an in-memory volume")
+        blocks = super_resolve_blockwise(
+            g,
+            h,
+            offset=offset,
+            p=p,
+            out=out,
+            overwrite=overwrite,
+            regularizer=reg,
+            mu=mu,
+            beta=beta,
+            tol=tol,
+            max_iter=max_iter,
+            solver_params={"adapt_iter": adapt_iter},
+        )
+        write_json(
+            sidecar_path(out),
+            {**settings, "blockwise": True, "block": blocks.block, "halo": blocks.halo},
+        )
+        typer.echo(f"wrote {out} {blocks.volume.shape}: block-wise, block {blocks.block} LR voxels")
+        return
     with _reporter(quiet).stage("super-resolution", total=max_iter) as cb:
         sr = super_resolve(
             g.numpy(),
@@ -356,13 +481,7 @@ def super_resolve_cmd(
         out,
         overwrite=overwrite,
         sidecar={
-            "kernel": str(kernel),
-            "offset": offset,
-            "regularizer": regularizer,
-            "mu": mu,
-            "beta": beta,
-            "tol": tol,
-            "adapt_iter": adapt_iter,
+            **settings,
             "iterations": sr.iterations,
             "converged": sr.converged,
             "history": sr.history,
@@ -392,15 +511,30 @@ def metrics(
     from boneframe.metrics import all_metrics
 
     vol = _voxel(read_volume(volume), voxel_size, "--voxel-size")
-    ref = None if reference is None else read_volume(reference).numpy()
-    if ref is not None and ref.shape != vol.shape:
-        raise InputError(f"reference shape {ref.shape} differs from the volume's {vol.shape}")
-    result = all_metrics(
-        vol.numpy(), ref, voxel_size=vol.voxel_size, threshold=threshold, structure=structure
-    )
+    ref_vol = None if reference is None else read_volume(reference)
+    if ref_vol is not None and ref_vol.shape != vol.shape:
+        raise InputError(f"reference shape {ref_vol.shape} differs from the volume's {vol.shape}")
+    if vol.is_lazy:  # zarr: chunk by chunk, never the whole volume in memory
+        from boneframe.chunked.metrics import all_metrics_chunked
+
+        result = all_metrics_chunked(
+            vol.data,
+            None if ref_vol is None else ref_vol.data,
+            voxel_size=vol.voxel_size,
+            threshold=threshold,
+            structure=structure,
+        )
+    else:
+        result = all_metrics(
+            vol.numpy(),
+            None if ref_vol is None else ref_vol.numpy(),
+            voxel_size=vol.voxel_size,
+            threshold=threshold,
+            structure=structure,
+        )
     skipped = result.pop("structure_skipped", None)
     if skipped:
-        typer.echo(f"note: Tb.Th, Tb.Sp, Tb.N and DA left out: {skipped}", err=True)
+        typer.echo(f"note: structure metrics left out: {skipped}", err=True)
     if json_output:
         typer.echo(to_json(result, indent=None), nl=False)
         return
@@ -436,18 +570,31 @@ def thickness(
     _check_outputs(out, overwrite)
     vol = _voxel(read_volume(volume), voxel_size, "--voxel-size")
     vs = vol.require_voxel_size()
-    data = vol.numpy()
-    t = threshold if threshold is not None else otsu_threshold(data)
-    tmap = thickness_map(np.asarray(data) > t, vs, phase=phase)
-    write_volume(
-        vol.with_data(tmap),
-        out,
-        overwrite=overwrite,
-        sidecar={"phase": phase, "threshold": float(t), "unit": "µm"},
-    )
-    inside = tmap[np.isfinite(tmap)]
-    mean = float(inside.mean()) if inside.size else float("nan")
-    typer.echo(f"wrote {out}: mean {mean:.1f} µm over {inside.size} {phase} voxels")
+    side = {"phase": phase, "unit": "µm"}
+    if vol.is_lazy:  # zarr: chunk by chunk (halo from a first distance pass)
+        from boneframe.chunked.metrics import compute_metrics_chunked
+        from boneframe.chunked.thickness import local_thickness_chunked, thickness_statistics
+
+        t = threshold
+        if t is None:
+            t = compute_metrics_chunked(vol.data, voxel_size=vs, names=["bv_tv"])["threshold"]
+        tmap = local_thickness_chunked(vol.data > t, vs, phase=phase)
+        write_volume(
+            vol.with_data(tmap), out, overwrite=overwrite, sidecar={**side, "threshold": t}
+        )
+        stats = thickness_statistics(read_volume(out).data)
+        mean, count = stats.mean, stats.count
+    else:
+        data = vol.numpy()
+        t = threshold if threshold is not None else otsu_threshold(data)
+        tmap = thickness_map(np.asarray(data) > t, vs, phase=phase)
+        write_volume(
+            vol.with_data(tmap), out, overwrite=overwrite, sidecar={**side, "threshold": float(t)}
+        )
+        inside = tmap[np.isfinite(tmap)]
+        mean = float(inside.mean()) if inside.size else float("nan")
+        count = inside.size
+    typer.echo(f"wrote {out}: mean {mean:.1f} µm over {count} {phase} voxels")
 
 
 # --------------------------------------------------------------------------- register

@@ -7,6 +7,7 @@ nothing behind and never touches an existing directory.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _io
 from dataclasses import dataclass, field
@@ -154,8 +155,21 @@ def iteration_metric_fn(
     return metric_fn
 
 
-def run_kernel_stage(stage: Any, inputs: Inputs, previous: dict[str, Any], reporter: Reporter):
-    """Estimate one kernel as the stage says."""
+def _kernel_input(volume: Volume, chunk: int) -> Any:
+    """A lazy (zarr) volume as a dask array in ``chunk``-sized chunks; else in memory."""
+    if not volume.is_lazy:
+        return volume.numpy()
+    return volume.data.rechunk((chunk,) * 3)
+
+
+def run_kernel_stage(
+    stage: Any,
+    inputs: Inputs,
+    previous: dict[str, Any],
+    reporter: Reporter,
+    chunk_size: int = 128,
+):
+    """Estimate one kernel as the stage says (chunk by chunk for zarr inputs)."""
     from boneframe.kernel import estimate_kernel
 
     kwargs: dict[str, Any] = {}
@@ -164,9 +178,9 @@ def run_kernel_stage(stage: Any, inputs: Inputs, previous: dict[str, Any], repor
     if stage.init_sigma is not None:
         kwargs["init_sigma"] = stage.init_sigma
     with reporter.stage(f"kernel {stage.name} ({stage.similarity.name})") as cb:
-        return estimate_kernel(
-            inputs.hr.numpy(),
-            inputs.lr.numpy(),
+        return estimate_kernel(  # zarr inputs stay lazy: the chunked path, same estimate
+            _kernel_input(inputs.hr, chunk_size),
+            _kernel_input(inputs.lr, max(1, chunk_size // max(inputs.p))),
             similarity=stage.similarity.name,
             similarity_params=stage.similarity.params.model_dump(),
             regularizer=stage.regularizer.name,
@@ -243,11 +257,23 @@ def run_pipeline(
     -------
     PipelineResult
     """
+    reporter = reporter or Reporter()
+    with contextlib.ExitStack() as stack:
+        if spec.compute.scheduler:
+            from boneframe.chunked.cluster import active_client, use_scheduler
+
+            if active_client() is None:  # a --scheduler given on the command line wins
+                stack.enter_context(use_scheduler(spec.compute.scheduler))
+                reporter.message(f"dask scheduler: {spec.compute.scheduler}")
+        return _run_stages(spec, out, overwrite, reporter)
+
+
+def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter) -> PipelineResult:
+    """The body of :func:`run_pipeline`, under its scheduler."""
     from boneframe.kernel_summary import summarize_kernel
     from boneframe.metrics import all_metrics
     from boneframe.superres import upsample_spline
 
-    reporter = reporter or Reporter()
     out = Path(out)
     result = PipelineResult(out)
     ext = _EXT[spec.outputs.format]
@@ -277,7 +303,7 @@ def run_pipeline(
                 "offset": inputs.true_offset,
             }
         for stage in spec.kernels:
-            est = run_kernel_stage(stage, inputs, result.kernels, reporter)
+            est = run_kernel_stage(stage, inputs, result.kernels, reporter, spec.compute.chunk_size)
             result.kernels[stage.name] = est
             side = est.sidecar(vs_hr)
             if inputs.true_kernel is not None:

@@ -166,8 +166,17 @@ class Inputs(_Model):
 class ComputeSpec(_Model):
     """Large-volume execution (dask)."""
 
-    chunk_size: int = Field(128, ge=16, description="Chunk edge in voxels (a multiple of p).")
-    scheduler: str | None = Field(None, description="dask.distributed scheduler address.")
+    chunk_size: int = Field(
+        128,
+        ge=16,
+        description="Chunk edge (voxels, a multiple of p) of zarr inputs, which kernel "
+        "estimation reads chunk by chunk.",
+    )
+    scheduler: str | None = Field(
+        None,
+        description="dask.distributed scheduler address (tcp://host:port) running the "
+        "chunked work; the command line's --scheduler wins.",
+    )
 
 
 class OutputSpec(_Model):

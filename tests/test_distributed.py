@@ -76,3 +76,37 @@ def test_forward_model_and_l2_estimate_on_the_cluster(cluster, pair) -> None:
     assert rel < 1e-5
     assert remote.offset == pytest.approx(local.offset, rel=1e-5)
     assert remote.alpha == pytest.approx(local.alpha, rel=1e-5)
+
+
+def test_a_spec_names_the_scheduler_and_the_run_gives_the_same_kernel(cluster, pair, tmp_path):
+    import json
+
+    import yaml
+
+    from boneframe.cli import main
+    from boneframe.io import write_volume
+
+    hr, lr = pair.volumes()
+    for fmt in ("zarr", "npy"):
+        write_volume(hr.with_data(da.from_array(hr.numpy(), chunks=16)), tmp_path / f"hr.{fmt}")
+        write_volume(lr.with_data(da.from_array(lr.numpy(), chunks=8)), tmp_path / f"lr.{fmt}")
+    runs = {}
+    for fmt, scheduler in (("zarr", cluster.scheduler_address), ("npy", None)):
+        spec = {
+            "version": 1,
+            "inputs": {
+                "files": {"hr": str(tmp_path / f"hr.{fmt}"), "lr": str(tmp_path / f"lr.{fmt}")}
+            },
+            "kernels": [{"name": "l2", "similarity": "l2", "solver": "exact", "support": 7}],
+            "metrics": {"per_iteration": False, "structure": False},
+            "compute": {"chunk_size": 16, "scheduler": scheduler},
+        }
+        path = tmp_path / f"spec_{fmt}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        out = tmp_path / f"run_{fmt}"
+        assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+        runs[fmt] = np.load(out / "kernel_l2.npy")
+        assert json.loads((out / "spec.json").read_text())["compute"]["scheduler"] == scheduler
+    a, b = runs["zarr"], runs["npy"]
+    assert np.linalg.norm(a - b) <= 1e-5 * np.linalg.norm(b)
+    assert active_client() is None  # the run's client is closed again

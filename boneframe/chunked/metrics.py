@@ -321,3 +321,36 @@ def _psnr(sse: float, size: int, peak: float) -> float:
     if mse == 0:
         return float("inf")
     return float(-10.0 * np.log10(mse / peak**2))
+
+
+def all_metrics_chunked(
+    volume: Any,
+    reference: Any = None,
+    *,
+    voxel_size: float | Sequence[float] | None = None,
+    threshold: float | None = None,
+    structure: bool = True,
+) -> dict[str, Any]:
+    """:func:`compute_metrics_chunked` plus Tb.Th, Tb.Sp and Tb.N, chunk by chunk.
+
+    The large-volume counterpart of :func:`boneframe.metrics.compute.all_metrics`:
+    the thickness metrics come from
+    :func:`boneframe.chunked.thickness.thickness_metrics_chunked` on the same
+    binary volume (isotropic voxels only). DA and the MIL ratio are not chunked:
+    ``structure_skipped`` says so (and why anything else was left out).
+    """
+    out = compute_metrics_chunked(volume, reference, voxel_size=voxel_size, threshold=threshold)
+    if not structure:
+        return out
+    vs = out.get("voxel_size_um")
+    if vs is None:
+        out["structure_skipped"] = "voxel size unknown"
+    elif max(vs) - min(vs) > 1e-3 * max(vs):
+        out["structure_skipped"] = f"anisotropic voxel size {tuple(vs)} µm"
+    else:
+        from boneframe.chunked.thickness import thickness_metrics_chunked
+
+        data = volume.data if hasattr(volume, "require_voxel_size") else volume
+        out.update(thickness_metrics_chunked(_as_dask(data, "volume") > out["threshold"], vs))
+        out["structure_skipped"] = "DA and the MIL ratio are not computed chunk by chunk"
+    return out

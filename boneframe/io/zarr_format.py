@@ -95,7 +95,7 @@ class ZarrFormat(VolumeFormat):
         chunks = data.chunksize if isinstance(data, da.Array) else default_chunks(data.shape)
         arr = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
         if isinstance(data, da.Array):
-            da.store(data, arr, lock=False)
+            _store_by_slabs(data, arr)
         else:
             arr[...] = np.asarray(data)
         group.attrs["ome"] = _ome_metadata(volume)
@@ -103,6 +103,24 @@ class ZarrFormat(VolumeFormat):
             **geometry_to_json(volume),
             "metadata": _jsonable(volume.metadata),
         }
+
+
+def _store_by_slabs(data: Any, target: Any) -> None:
+    """Compute and store a dask array one row of chunks (along axis 0) at a time.
+
+    Storing the whole graph at once lets dask's scheduler run ahead and hold
+    far more than a few chunks when blocks need their neighbours (halos of
+    ``map_overlap``); slab by slab, memory stays bounded by a row of chunks and
+    its halo whatever the volume's size (halo chunks are computed again for the
+    next slab, cheap when they are read from disk).
+    """
+    import dask.array as da
+
+    start = 0
+    for size in data.chunks[0]:
+        region = (slice(start, start + size),) + (slice(None),) * (data.ndim - 1)
+        da.store(data[region], target, regions=region, lock=False)
+        start += size
 
 
 def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
