@@ -34,7 +34,7 @@ def _root(
         typer.Option(
             envvar="BONEFRAME_SCHEDULER",
             help="dask.distributed scheduler address (tcp://host:8786): chunked work on "
-            "zarr volumes runs on that cluster (needs the [distributed] extra).",
+            "zarr volumes runs on that cluster (needs the distributed package).",
         ),
     ] = None,
 ) -> None:
