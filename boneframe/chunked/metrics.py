@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from boneframe.errors import InputError
-from boneframe.metrics.compute import DEFAULT_METRICS
+from boneframe.metrics._arrays import check_volume_array
+from boneframe.metrics.compute import DEFAULT_METRICS, default_metric_names
 from boneframe.metrics.morphometry import EulerCounts, euler_block_counts, total_volume_mm3
+from boneframe.metrics.psnr import psnr_from_error
 from boneframe.metrics.segmentation import OTSU_BINS, histogram, otsu_from_histogram
 from boneframe.volume import Triple, as_triple
 
@@ -56,15 +58,8 @@ def _as_dask(x: Any, what: str) -> Any:
         data = np.asarray(data)
         if data.ndim == 3:
             data = da.from_array(data, chunks=tuple(min(DEFAULT_CHUNK, n) for n in data.shape))
-    if data.ndim != 3:
-        raise InputError(f"the {what} must be a 3D array, got shape {data.shape}")
-    if data.size == 0:
-        raise InputError(f"the {what} is empty (shape {data.shape})")
-    if data.dtype == bool:
-        return data.astype(np.uint8)
-    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
-        raise InputError(f"the {what} must hold real numbers, got dtype {data.dtype}")
-    return data
+    check_volume_array(data, what)
+    return data.astype(np.uint8) if data.dtype == bool else data
 
 
 def _binarize(block: np.ndarray, threshold: float) -> np.ndarray:
@@ -121,12 +116,7 @@ def _euler_of(mask: Any) -> Any:
 
 def _check_names(names: Sequence[str] | None, has_reference: bool, vs: Triple | None) -> list[str]:
     if names is None:
-        return [
-            n
-            for n in DEFAULT_METRICS
-            if (has_reference or n not in _NEEDS_REFERENCE)
-            and (vs is not None or n not in _NEEDS_VOXEL_SIZE)
-        ]
+        return default_metric_names(has_reference, vs is not None)
     names = list(names)
     unsupported = [n for n in names if n not in DEFAULT_METRICS]
     if unsupported:
@@ -288,7 +278,8 @@ def compute_metrics_chunked(
                 continue
             value = float(otsu)  # type: ignore[arg-type]
         elif name == "psnr":
-            value = _psnr(float(got["sse"]), vol.size, float(got["ref_hi"]) - float(got["ref_lo"]))
+            peak = float(got["ref_hi"]) - float(got["ref_lo"])
+            value = psnr_from_error(float(got["sse"]) / vol.size, peak)
         elif name == "dice":
             total = int(counts["bone"]) + int(counts["ref_bone"])
             value = 1.0 if total == 0 else 2.0 * int(counts["both"]) / total
@@ -309,18 +300,6 @@ def compute_metrics_chunked(
             value = (1.0 - (chi.euler - chi.edge_correction)) / total_volume_mm3(shape, vs)
         out[name] = float(value)
     return out
-
-
-def _psnr(sse: float, size: int, peak: float) -> float:
-    """PSNR as :func:`boneframe.metrics.psnr.psnr` from the summed squared error."""
-    mse = sse / size
-    if not (np.isfinite(peak) and np.isfinite(mse)):
-        raise InputError("PSNR: the volumes contain NaN or infinite values")
-    if peak == 0:
-        raise InputError("PSNR is undefined for a constant reference (max f = min f)")
-    if mse == 0:
-        return float("inf")
-    return float(-10.0 * np.log10(mse / peak**2))
 
 
 def all_metrics_chunked(

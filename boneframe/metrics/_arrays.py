@@ -25,15 +25,26 @@ def as_array(x: Any, what: str = "volume") -> np.ndarray:
         raise InputError(f"no {what} given")
     data = getattr(x, "data", x) if hasattr(x, "voxel_size") else x
     arr = np.asarray(data)
+    check_volume_array(arr, what)
+    return arr.view(np.uint8) if arr.dtype == bool else arr
+
+
+def check_volume_array(arr: Any, what: str = "volume") -> None:
+    """Refuse anything but a non-empty 3-D array (numpy or dask) of real numbers or booleans.
+
+    Raises
+    ------
+    InputError
+        One message naming ``what`` and the problem.
+    """
     if arr.ndim != 3:
         raise InputError(f"the {what} must be a 3D array, got shape {arr.shape}")
     if arr.size == 0:
         raise InputError(f"the {what} is empty (shape {arr.shape})")
-    if arr.dtype == bool:
-        return arr.view(np.uint8)
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+    if arr.dtype != bool and (
+        not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating)
+    ):
         raise InputError(f"the {what} must hold real numbers, got dtype {arr.dtype}")
-    return arr
 
 
 def as_mask(x: Any, what: str = "mask") -> np.ndarray:

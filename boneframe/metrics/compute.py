@@ -41,6 +41,17 @@ _SHARED: dict[str, tuple[Callable[[MetricInput], Any], ...]] = {
 }
 
 
+def default_metric_names(has_reference: bool, has_voxel_size: bool) -> list[str]:
+    """The :data:`DEFAULT_METRICS` that apply: comparisons need a reference, the
+    per-mm³ metrics a voxel size."""
+    return [
+        n
+        for n in DEFAULT_METRICS
+        if (has_reference or n not in ("psnr", "dice"))
+        and (has_voxel_size or n not in _NEEDS_VOXEL_SIZE)
+    ]
+
+
 def _fill_cache(data: MetricInput, names: Sequence[str]) -> None:
     """Compute the intermediates the metrics share, side by side in threads.
 
@@ -120,12 +131,7 @@ def compute_metrics(
         voxel_size = getattr(volume, "voxel_size", None)
     vs = None if voxel_size is None else as_triple(voxel_size, "voxel size")
     if names is None:
-        names = [
-            n
-            for n in DEFAULT_METRICS
-            if (reference is not None or n not in ("psnr", "dice"))
-            and (vs is not None or n not in _NEEDS_VOXEL_SIZE)
-        ]
+        names = default_metric_names(reference is not None, vs is not None)
     registry = get_registry()
     metrics: list[Metric] = []
     for name in names:

@@ -42,7 +42,17 @@ def psnr(estimate: Any, reference: Any) -> float:
         raise InputError(f"PSNR needs volumes of one shape, got {f_hat.shape} and {f.shape}")
     peak = float(f.max()) - float(f.min())
     diff = np.subtract(f, f_hat, dtype=np.float64)
-    mse = float(np.vdot(diff, diff) / diff.size)
+    return psnr_from_error(float(np.vdot(diff, diff) / diff.size), peak)
+
+
+def psnr_from_error(mse: float, peak: float) -> float:
+    """PSNR in dB from the mean squared error and the reference's range ``max f - min f``.
+
+    Raises
+    ------
+    InputError
+        If either is not finite, or the range is zero (a constant reference).
+    """
     if not (np.isfinite(peak) and np.isfinite(mse)):
         raise InputError("PSNR: the volumes contain NaN or infinite values")
     if peak == 0:

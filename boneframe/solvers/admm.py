@@ -158,24 +158,14 @@ class ADMM(Solver):
             gap = np.subtract(y, buf, out=dx)  # primal residual v - D x = y - y_new
             y, buf = buf, y
 
-            step = _norm(np.subtract(x_new, x))
-            size = _norm(x_new)
-            change = step / size if size > 0 else (0.0 if step == 0 else math.inf)
+            change = _relative_change(_norm(np.subtract(x_new, x)), _norm(x_new))
             x = x_new
             data = 0.5 * mu * problem.residual_norm2(x)
             phi_v = phi(v) if phi is not None else math.nan
             gap2 = float(np.vdot(gap, gap).real)
             lam_gap = beta * float(np.vdot(y, gap).real)
             lagrangian = data + phi_v + 0.5 * beta * gap2 - lam_gap
-            record = {
-                "data": data,
-                "regularizer": reg_value,
-                "objective": data + reg_value,
-                "augmented_lagrangian": lagrangian,
-                "relative_change": change,
-                "primal_residual": math.sqrt(gap2) / dx_norm if dx_norm > 0 else math.sqrt(gap2),
-                "beta": beta,
-            }
+            record = _record(data, reg_value, lagrangian, change, math.sqrt(gap2), dx_norm, beta)
             history.append(record)
             if callback is not None and callback(it, x, record):
                 message = "stopped by the callback"
@@ -186,8 +176,7 @@ class ADMM(Solver):
             if it <= self.params.adapt_iter:
                 v_old -= v
                 dual = beta * _norm(problem.gradient_adjoint(v_old))
-                primal = math.sqrt(gap2)
-                factor = 2.0 if primal > 10.0 * dual else 0.5 if dual > 10.0 * primal else 1.0
+                factor = _balance(math.sqrt(gap2), dual)
                 if factor != 1.0:
                     beta *= factor
                     y /= factor  # lambda is kept, its scaled form follows beta
@@ -218,23 +207,14 @@ class ADMM(Solver):
                 x_new, x, y, w, weight / beta, anisotropic=aniso, dv=dv if adapting else None
             )
             x = x_new
-            step, size = math.sqrt(sums["step2"]), math.sqrt(sums["size2"])
-            change = step / size if size > 0 else (0.0 if step == 0 else math.inf)
+            change = _relative_change(math.sqrt(sums["step2"]), math.sqrt(sums["size2"]))
             data = 0.5 * mu * problem.residual_norm2(x)
             reg_value = weight * sums["phi_dx"]
             lagrangian = (
                 data + weight * sums["phi_v"] + 0.5 * beta * sums["gap2"] - beta * sums["y_gap"]
             )
-            dx_norm, gap = math.sqrt(sums["dx2"]), math.sqrt(sums["gap2"])
-            record = {
-                "data": data,
-                "regularizer": reg_value,
-                "objective": data + reg_value,
-                "augmented_lagrangian": lagrangian,
-                "relative_change": change,
-                "primal_residual": gap / dx_norm if dx_norm > 0 else gap,
-                "beta": beta,
-            }
+            gap = math.sqrt(sums["gap2"])
+            record = _record(data, reg_value, lagrangian, change, gap, math.sqrt(sums["dx2"]), beta)
             history.append(record)
             if callback is not None and callback(it, x, record):
                 message = "stopped by the callback"
@@ -244,7 +224,7 @@ class ADMM(Solver):
                 break
             if adapting and dv is not None:
                 dual = beta * math.sqrt(kern.adjoint_norm2(dv))
-                factor = 2.0 if gap > 10.0 * dual else 0.5 if dual > 10.0 * gap else 1.0
+                factor = _balance(gap, dual)
                 if factor != 1.0:
                     beta *= factor
                     # lambda is kept: y -> y / factor, so w = v - y gains y (1 - 1/factor)
@@ -265,6 +245,37 @@ def _fusable(problem: Any) -> bool:
         and bool(getattr(problem, "periodic_differences", False))
         and callable(getattr(problem, "solve_split_adjoint", None))
     )
+
+
+def _relative_change(step: float, size: float) -> float:
+    """``||x_new - x|| / ||x_new||`` (0 for no step, inf for a step to zero)."""
+    return step / size if size > 0 else (0.0 if step == 0 else math.inf)
+
+
+def _record(
+    data: float,
+    reg_value: float,
+    lagrangian: float,
+    change: float,
+    gap: float,
+    dx_norm: float,
+    beta: float,
+) -> dict[str, float]:
+    """One iteration's record (see :class:`ADMM`); ``gap = ||v - D x||``."""
+    return {
+        "data": data,
+        "regularizer": reg_value,
+        "objective": data + reg_value,
+        "augmented_lagrangian": lagrangian,
+        "relative_change": change,
+        "primal_residual": gap / dx_norm if dx_norm > 0 else gap,
+        "beta": beta,
+    }
+
+
+def _balance(primal: float, dual: float) -> float:
+    """Residual balancing: the factor applied to beta (2, 1/2 or 1)."""
+    return 2.0 if primal > 10.0 * dual else 0.5 if dual > 10.0 * primal else 1.0
 
 
 def _norm(a: np.ndarray) -> float:
