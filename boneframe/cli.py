@@ -577,7 +577,7 @@ def thickness(
 
         t = threshold
         if t is None:
-            t = compute_metrics_chunked(vol.data, voxel_size=vs, names=["bv_tv"])["threshold"]
+            t = compute_metrics_chunked(vol.data, names=["otsu"])["threshold"]  # 2 passes
         tmap = local_thickness_chunked(vol.data > t, vs, phase=phase)
         write_volume(
             vol.with_data(tmap), out, overwrite=overwrite, sidecar={**side, "threshold": t}

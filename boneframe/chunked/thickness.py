@@ -365,7 +365,9 @@ def thickness_metrics_chunked(
         out[key] = stats.mean / 1000.0
         out[f"{key}_sd"] = stats.sd / 1000.0
         out[f"{key}_max"] = stats.max / 1000.0
-    bone = _phase_of(mask, "bone")
-    bv_tv = float(da.count_nonzero(bone).compute()) / bone.size
+    bv_tv = math.nan  # a pass over the volume, only for the model that reads it
+    if tb_n_model == "plate":
+        bone = _phase_of(mask, "bone")
+        bv_tv = float(da.count_nonzero(bone).compute()) / bone.size
     out["tb_n"] = trabecular_number(out["tb_th"], out["tb_sp"], bv_tv, tb_n_model)
     return out
