@@ -67,6 +67,10 @@ class Similarity(Strategy):
     #: The loss changes when ``u`` is scaled or shifted (so it can identify the
     #: kernel's gain and the offset ``c``); ``False`` for mutual information.
     scale_sensitive: ClassVar[bool] = True
+    #: Kernel-regularisation weight used when none is given, for a scale-free
+    #: similarity (unit-sum kernels: one weight suits all data, but it depends on
+    #: the loss's own curvature); ``None``: ``kernel.DEFAULT_UNIT_ALPHA``.
+    default_alpha: ClassVar[float | None] = None
 
     @abstractmethod
     def __call__(self, u: np.ndarray, g: np.ndarray) -> float:

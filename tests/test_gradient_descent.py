@@ -112,6 +112,21 @@ def test_max_iter_reported() -> None:
     assert res.iterations == 2 and not res.converged
 
 
+class _Ridge:
+    """``|x0 - x1| + 0.01 |x|^2``: minimum at 0, on a kink along x0 = x1."""
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        d = float(x[0] - x[1])
+        return abs(d) + 0.01 * float(x @ x), np.sign(d) * np.array([1.0, -1.0]) + 0.02 * x
+
+
+def test_a_stuck_line_search_is_a_stall_not_convergence() -> None:
+    res = GradientDescent({"step": "armijo", "tol": 1e-12}).solve(_Ridge(), np.array([1.0, -0.3]))
+    assert not res.converged
+    assert res.message.startswith("stalled after")
+    assert np.linalg.norm(res.x) > 0.1  # far from the minimiser: reporting it converged lies
+
+
 def test_bad_parameters_and_problems() -> None:
     with pytest.raises(ValueError, match="nesterov"):
         GradientDescent(step="bb", nesterov=True)

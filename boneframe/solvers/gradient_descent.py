@@ -38,6 +38,9 @@ SHRINK, GROW = 0.5, 1.5
 BB_MEMORY = 10
 #: Power iterations used to estimate the Lipschitz constant for a fixed step.
 POWER_ITERATIONS = 20
+#: A step this much below the first (1/L) means the line search is stuck at a
+#: kink of the objective: stopping there is reported as a stall, not convergence.
+STALL_RATIO = 1e-10
 
 
 class GradientDescentParams(BaseModel):
@@ -108,8 +111,11 @@ class GradientDescent(Solver):
 
     Stops when :math:`|J_{k+1} - J_k| \le \mathrm{tol}\,|J_{k+1}|` or
     :math:`\|x_{k+1} - x_k\| \le \mathrm{tol}\,\|x_{k+1}\|`, after ``max_iter``
-    iterations, or when the callback returns ``True``. ``history`` holds one
-    record per iteration: ``objective``, ``step``, ``grad_norm``, ``evaluations``.
+    iterations, or when the callback returns ``True``. A stop by the first two
+    tests with the step below ``1e-10`` times the first one is reported as a
+    stall (``converged`` false): the line search is stuck at a kink, not at a
+    minimum. ``history`` holds one record per iteration: ``objective``, ``step``,
+    ``grad_norm``, ``evaluations``.
 
     References
     ----------
@@ -146,6 +152,7 @@ class GradientDescent(Solver):
         if not np.isfinite(fx):
             raise InputError("the objective is not finite at the starting point")
         t = prm.step_size or 1.0 / self._lipschitz(evaluate, x, gx, prm.step == "fixed")
+        t_first = t
         y, fy, gy = x, fx, gx
         theta = 1.0
         recent: deque[float] = deque([fx], maxlen=BB_MEMORY)
@@ -211,7 +218,13 @@ class GradientDescent(Solver):
                 message = "stopped by the callback"
                 break
             if change <= prm.tol * abs(fx) or step_norm <= prm.tol * float(np.linalg.norm(x)):
-                converged, message = True, f"converged after {iteration} iterations"
+                if t < STALL_RATIO * t_first:
+                    message = (
+                        f"stalled after {iteration} iterations: the step fell to {t:.1e} "
+                        f"(from {t_first:.1e}), the objective is not smooth there"
+                    )
+                else:
+                    converged, message = True, f"converged after {iteration} iterations"
                 break
         return SolverResult(x, iteration, converged, message, history)
 
