@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from boneframe.chunked.cluster import active_client, use_scheduler
-from boneframe.chunked.kernel import estimate_kernel_chunked
+from boneframe.chunked.kernel import ChunkedKernelProblem, estimate_kernel_chunked
 from boneframe.chunked.operators import forward_model
 from boneframe.errors import InputError
+from boneframe.kernel import KernelProblem, gaussian_start, project_simplex
 from boneframe.phantom import gaussian_kernel, simulate_pair
+from boneframe.regularizers.gradient_l2 import GradientL2
+from boneframe.similarity.mi import MutualInformation
 
 distributed = pytest.importorskip("distributed")
 
@@ -76,6 +79,19 @@ def test_forward_model_and_l2_estimate_on_the_cluster(cluster, pair) -> None:
     assert rel < 1e-5
     assert remote.offset == pytest.approx(local.offset, rel=1e-5)
     assert remote.alpha == pytest.approx(local.alpha, rel=1e-5)
+
+
+def test_mi_value_and_gradient_on_the_cluster_equal_in_memory(cluster, pair) -> None:
+    sim, reg = MutualInformation(), GradientL2(weight=10.0)
+    mem = KernelProblem(pair.hr.astype(float), pair.lr.astype(float), sim, reg, 5, 2)
+    h = project_simplex(gaussian_start(1.3, 5))
+    value, grad = mem.value_and_grad(h)
+    f, g = da.from_array(pair.hr, chunks=20), da.from_array(pair.lr, chunks=10)
+    with use_scheduler(cluster.scheduler_address):
+        chk = ChunkedKernelProblem(f, g, sim, reg, 5, 2)
+        remote_value, remote_grad = chk.value_and_grad(h)
+    assert remote_value == pytest.approx(value, rel=1e-12)
+    assert np.linalg.norm(remote_grad - grad) <= 1e-10 * np.linalg.norm(grad)
 
 
 def test_a_spec_names_the_scheduler_and_the_run_gives_the_same_kernel(cluster, pair, tmp_path):
