@@ -7,7 +7,8 @@ difference of the two kernels (target: 1e-5), of the offsets and gains, both
 times (the in-memory solve is the baseline, measured in the same run), the
 iteration counts and the kernel error against the true kernel.
 
-Run: ``python benchmarks/bench_chunked_kernel.py [--sizes 128 256] [--skip-mi-above 200]``.
+Run: ``python benchmarks/bench_chunked_kernel.py [--sizes 128 256] [--similarities l2 mi]
+[--tol 1e-12]``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def compare(size: int, similarity: str, cache_boxes: bool) -> None:
+def compare(size: int, similarity: str, cache_boxes: bool, tol: float | None) -> None:
     pair = simulate_pair(size, seed=0, offset=0.05, noise=0.01, hr_noise=0.01)
     kw: dict = {"similarity": similarity}
     if similarity == "mi":
-        kw.update(solver="gradient-descent", max_iter=3000)
+        kw.update(solver="gradient-descent", max_iter=3000, tol=tol)
     t0 = time.perf_counter()
     mem = estimate_kernel(pair.hr, pair.lr, **kw)
     t_mem = time.perf_counter() - t0
@@ -59,8 +60,12 @@ def compare(size: int, similarity: str, cache_boxes: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--similarities", nargs="+", default=["l2", "mi"])
     parser.add_argument(
         "--skip-mi-above", type=int, default=10**9, help="Only L2 for larger sizes."
+    )
+    parser.add_argument(
+        "--tol", type=float, default=None, help="MI's gradient-descent tolerance (default 1e-9)."
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="Re-read and re-transform the boxes each pass."
@@ -68,10 +73,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     for size in args.sizes:
-        for similarity in ("l2", "mi"):
+        for similarity in args.similarities:
             if similarity == "mi" and size > args.skip_mi_above:
                 continue
-            compare(size, similarity, cache_boxes=not args.no_cache)
+            compare(size, similarity, cache_boxes=not args.no_cache, tol=args.tol)
     print(f"peak resident memory {peak_rss_gib():.2f} GiB")
 
 

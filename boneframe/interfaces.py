@@ -69,7 +69,7 @@ class Similarity(Strategy):
     scale_sensitive: ClassVar[bool] = True
     #: Kernel-regularisation weight used when none is given, for a scale-free
     #: similarity (unit-sum kernels: one weight suits all data, but it depends on
-    #: the loss's own curvature); ``None``: ``kernel.DEFAULT_UNIT_ALPHA``.
+    #: the loss's own curvature); ``None``: ``kernel.unit_alpha(N)``.
     default_alpha: ClassVar[float | None] = None
 
     @abstractmethod

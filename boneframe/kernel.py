@@ -81,16 +81,32 @@ def project_simplex(h: np.ndarray) -> np.ndarray:
 
 
 #: Regularisation weight for unit-sum kernels under scale-free similarities
-#: (mutual information) that declare no ``default_alpha``: the kernel's scale is
-#: fixed, so one value serves all data. Measured for ``mi`` on
-#: ``simulate_pair(64, 0, kernel=(1.6, 1.3, 1.1) voxels, noise=0.01)``, converged:
-#: kernel error 10.6, 10.3, 8.2, 6.3, 5.7, 8.7, 19.5 % at alpha = 0.01, 0.1, 1, 3,
-#: 10, 30, 100. Below ~1 the minimiser over-fits (the error grows as gradient
-#: descent converges), and convergence is slow (500-700 iterations against 190).
-DEFAULT_UNIT_ALPHA = 10.0
+#: (mutual information) that declare no ``default_alpha``, at
+#: :data:`UNIT_ALPHA_VOXELS` valid low-resolution voxels; it falls as
+#: :math:`N^{-1/2}` with their number :math:`N` (:func:`unit_alpha`).
+DEFAULT_UNIT_ALPHA = 5.0
+#: The number of valid low-resolution voxels at which :data:`DEFAULT_UNIT_ALPHA` applies.
+UNIT_ALPHA_VOXELS = 20_000
 
 #: Standard deviation (HR voxels) of the default Gaussian start (see estimate_kernel).
 DEFAULT_INIT_SIGMA = 2.0
+
+
+def unit_alpha(n_valid: int) -> float:
+    r"""Default regularisation weight for a unit-sum kernel fitted on ``n_valid`` voxels.
+
+    :math:`\alpha = 5 \sqrt{20000 / N}`. The similarity is a mean over the
+    :math:`N` valid voxels, whose sampling noise falls as :math:`N^{-1/2}`, and so
+    does the weight the kernel needs. Measured for ``mi`` (converged kernel error
+    against the true kernel, ``simulate_pair(n, 0, kernel=(1.6, 1.3, 1.1) voxels,
+    noise=0.01)``, with and without a gain ``1 + 0.3 x`` across the LR volume;
+    alpha swept over 0.1 ... 30): the best fixed weight was 10 / 3 at
+    :math:`N` = 8000 (48³ HR), 10 / 3 at 22 000 (64³) and 3 / 1 at 216 000
+    (128³); this rule gives 7.5 / 20.1, 5.7 / 13.7 and 3.0 / 7.1 % where a fixed
+    10 gave 7.4 / 22.1, 5.7 / 18.3 and 4.5 / 18.8 %. Below the optimum the
+    minimiser over-fits (the error grows as gradient descent converges).
+    """
+    return DEFAULT_UNIT_ALPHA * float(np.sqrt(UNIT_ALPHA_VOXELS / max(int(n_valid), 1)))
 
 
 def gaussian_start(sigma: float, support: Support) -> np.ndarray:
@@ -833,8 +849,8 @@ def estimate_kernel(
         Weight of the regulariser. Default: chosen by generalised
         cross-validation for a quadratic similarity
         (:meth:`KernelProblem.gcv_weight`); for a scale-free one (unit-sum
-        kernels) the similarity's ``default_alpha`` or
-        :data:`DEFAULT_UNIT_ALPHA` (10, measured for ``mi``); else
+        kernels) the similarity's ``default_alpha`` or :func:`unit_alpha`
+        (falling with the number of voxels, measured for ``mi``); else
         :func:`default_alpha`. All are invariant to the grey-level scale of ``f``
         and ``g``.
     p : int or 3 ints
@@ -995,7 +1011,9 @@ def solve_kernel_problem(
         if sim.quadratic and problem.fit_offset:
             alpha = problem.gcv_weight()
         elif unit:
-            alpha = sim.default_alpha if sim.default_alpha is not None else DEFAULT_UNIT_ALPHA
+            alpha = sim.default_alpha
+            if alpha is None:
+                alpha = unit_alpha(problem.n_valid)
         else:
             alpha = fallback_alpha()
         problem.regularizer = registry.create("regularizer", regularizer, weight=alpha)

@@ -3,10 +3,11 @@ r"""Kernel estimation on dask arrays: per-box statistics summed over the valid r
 :func:`estimate_kernel_chunked` gives the kernel and offset of
 :func:`boneframe.kernel.estimate_kernel` (to float rounding: ~1e-7 relative for
 L2, whose Gram matrix is summed in float32 blocks; 4e-10 for converged MI at
-128³) while holding a few chunks in memory. It builds a :class:`ChunkedKernelProblem`, which offers the
-solvers the methods of :class:`~boneframe.kernel.KernelProblem`
-(``normal_equations``, ``gcv_weight``, ``value``, ``value_and_grad``,
-``best_offset``, ``project``), so ``exact`` and ``gradient-descent`` run unchanged.
+128³) while holding a few chunks in memory. It builds a
+:class:`ChunkedKernelProblem`, which offers the solvers the methods of
+:class:`~boneframe.kernel.KernelProblem` (``normal_equations``, ``gcv_weight``,
+``value``, ``value_and_grad``, ``best_offset``, ``project``), so ``exact`` and
+``gradient-descent`` run unchanged.
 
 **Boxes.** The valid low-resolution region (voxels whose footprint lies inside
 ``f``, :func:`~boneframe.operators.valid_lr_slices`) is cut along the chunk

@@ -2,10 +2,10 @@
 (a scanner shading artefact), kernel estimation with ``local-mi`` recovers the
 kernel better than with the global ``mi``, both through ``estimate_kernel``.
 
-Measured on small volumes, where it holds clearly (48³ and 64³ HR); on 96³ and
-128³ HR the global ``mi`` catches up (see the package README): a gain field
-independent of the structure acts like noise on the global histogram, which many
-samples average out.
+Measured on small volumes, where it holds (48³ and 64³ HR); on 96³ and 128³ HR
+the global ``mi`` is better (see the package README): a gain field independent
+of the structure acts like noise on the global histogram, which many samples
+average out.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from boneframe.phantom import gaussian_kernel, simulate_pair
 TRUE = gaussian_kernel((1.6, 1.3, 1.1), 9, (0.3, -0.2, 0.1), gain=0.9)
 
 #: Gradient-descent iterations for both similarities: local-mi has converged
-#: (its error changes by < 1e-3 after ~50); the global mi keeps drifting *away*
-#: from the true kernel past ~20 iterations (0.18 at 20, 0.32 at 80, 0.40 at 500
-#: on seed 0), so a longer run only widens the gap.
+#: (its error changes by < 1e-3 after ~50); the global mi ends at 0.201 at its
+#: own convergence (130 iterations, seed 0) against 0.202 at 80.
 MAX_ITER = 80
 
 
@@ -59,7 +58,7 @@ def test_local_mi_recovers_the_kernel_under_a_gain_field(shaded_pair):
         f"\n48^3 HR, seed 0, gain 1 +/- 0.3 across x, noise 1 %, {MAX_ITER} iterations: "
         + ", ".join(f"{k} error {errors[k]:.3f} ({times[k]:.1f} s)" for k in errors)
     )
-    # observed (seeds 0/1/2, 80 iterations, default alphas 10 and 1): mi
-    # 0.221/0.169/0.294, local-mi 0.166/0.126/0.213 (ratios 0.75/0.75/0.72)
-    assert errors["local-mi"] < 0.22
-    assert errors["local-mi"] < 0.8 * errors["mi"], errors
+    # observed (seeds 0/1/2, 80 iterations, default alphas 7.9 and 1): mi
+    # 0.202/0.154/0.287, local-mi 0.166/0.126/0.213 (ratios 0.82/0.82/0.74)
+    assert errors["local-mi"] < 0.2
+    assert errors["local-mi"] < 0.9 * errors["mi"], errors
