@@ -3,7 +3,7 @@ r"""Kernel estimation on dask arrays: per-box statistics summed over the valid r
 :func:`estimate_kernel_chunked` gives the kernel and offset of
 :func:`boneframe.kernel.estimate_kernel` (to float rounding: ~1e-7 relative for
 L2, whose Gram matrix is summed in float32 blocks; 1e-12 per MI evaluation;
-converged MI kernels to 2e-12 at 128³ with the literal Parzen sums, and to
+converged MI kernels to 3e-12 at 128³–256³ with the literal Parzen sums, and to
 3e-5–1.4e-4 at 128³–256³ with the default splat, the spread that a 1e-9 change
 of the input gives its in-memory estimate too) while holding a few chunks in
 memory. It builds a
