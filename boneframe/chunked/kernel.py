@@ -78,6 +78,7 @@ from boneframe.similarity.mi import (
     MutualInformation,
     bin_coordinates,
     check_range,
+    check_spread,
 )
 
 __all__ = ["ChunkedKernelProblem", "estimate_kernel_chunked", "lr_boxes"]
@@ -580,7 +581,7 @@ class ChunkedKernelProblem:
         (out,) = dask.compute(_tree(parts, _add))
         if place[0] == "moments":  # mi.chain_moments, through X^T
             _, _, std, grey = place
-            scale = grey.std * (sim.params.bins - 1) / (grey.hi - grey.lo) / std
+            scale = grey.slope(sim.params.bins, std)
             n, total, along_z = self.n_valid, out["total"], out["along_z"]
             corr = out["corr"] - (total / n) * self._xt1() - (along_z / n) * out["corr_z"]
             return -mi, scale * corr, -scale * along_z * out["zsum"] / n
@@ -611,10 +612,7 @@ class ChunkedKernelProblem:
         """``("moments", mean u, std u, GreyStatistics of g)`` from one pass of sums."""
         m = self._pair_moments(h, t)
         mean, std = float(m[1]), float(np.sqrt(m[3] / m[0]))
-        if not (np.isfinite(std) and std > 0):
-            raise InputError(
-                f"u is constant ({mean:g}): mutual information needs an intensity range"
-            )
+        check_spread(mean, std, "u")
         lo, hi = self.g_range
         grey = GreyStatistics(
             self.g_sum / self.n_valid, np.sqrt(self.g_perp / self.n_valid), lo, hi

@@ -392,7 +392,11 @@ class GreyStatistics:
         a += (self.mean - self.lo) * grid
         inside = (a >= 0.0) & (a <= bins - 1)
         np.clip(a, 0.0, bins - 1, out=a)
-        return a, self.std * grid / u_std, z, inside
+        return a, self.slope(bins, u_std), z, inside
+
+    def slope(self, bins: int, u_std: float) -> float:
+        """``da/du`` at fixed moments: ``(bins - 1) s_g / ((max g - min g) s_u)``."""
+        return self.std * ((bins - 1) / (self.hi - self.lo)) / u_std
 
 
 def moments(x: np.ndarray, label: str) -> tuple[float, float]:
@@ -400,13 +404,18 @@ def moments(x: np.ndarray, label: str) -> tuple[float, float]:
     flat = np.asarray(x).ravel()
     mean = float(np.mean(flat, dtype=np.float64))
     std = float(np.std(flat, dtype=np.float64))
+    check_spread(mean, std, label)
+    return mean, std
+
+
+def check_spread(mean: float, std: float, label: str) -> None:
+    """Refuse a non-finite mean or standard deviation, or a constant volume."""
     if not (np.isfinite(mean) and np.isfinite(std)):
         raise InputError(f"{label} contains NaN or infinite values")
     if std <= 0.0:
         raise InputError(
             f"{label} is constant ({mean:g}): mutual information needs an intensity range"
         )
-    return mean, std
 
 
 def chain_moments(
