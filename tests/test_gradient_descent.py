@@ -107,6 +107,19 @@ def test_callback_stops_and_sees_records() -> None:
     assert len(res.history) == 3
 
 
+def test_the_default_stop_is_near_the_minimiser() -> None:
+    """Two small iterate changes stop BB close to the minimiser; a small objective
+    change alone (``ftol``) stops it 100 times farther away."""
+    prob = ill_conditioned()
+    x_star = np.linalg.solve(prob.a, prob.b)
+    res = GradientDescent(step="bb", max_iter=20000).solve(prob, np.zeros(30))
+    assert res.converged
+    assert np.linalg.norm(res.x - x_star) <= 1e-5 * np.linalg.norm(x_star)
+    early = GradientDescent(step="bb", max_iter=20000, tol=0, ftol=1e-9).solve(prob, np.zeros(30))
+    assert early.iterations < res.iterations
+    assert np.linalg.norm(early.x - x_star) >= 1e-4 * np.linalg.norm(x_star)
+
+
 def test_max_iter_reported() -> None:
     res = GradientDescent(step="fixed", max_iter=2, tol=0).solve(ill_conditioned(), np.zeros(30))
     assert res.iterations == 2 and not res.converged

@@ -112,9 +112,12 @@ def test_start_from_a_given_kernel(clean) -> None:
         clean.hr, clean.lr, alpha=0.1, solver="gradient-descent", init=start.kernel,
         callback=lambda it, h, rec: seen.append(rec["objective"]),
     )  # fmt: skip
-    # already at the minimum: stops at once
-    assert est.iterations <= 3
+    # already at the minimum, to the ~1e-5 of the exact solver's float32 Gram matrix:
+    # gradient descent only polishes it (from the default start it takes 162)
+    assert est.converged and est.iterations <= 80
+    assert np.linalg.norm(est.kernel - start.kernel) <= 1e-4 * np.linalg.norm(start.kernel)
     assert seen[0] == pytest.approx(start.history[-1]["objective"], rel=1e-6)
+    assert seen[-1] <= seen[0]
     with pytest.raises(InputError, match="starting kernel"):
         estimate_kernel(clean.hr, clean.lr, init=np.ones((5, 5, 5)))
 

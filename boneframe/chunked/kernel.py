@@ -3,10 +3,10 @@ r"""Kernel estimation on dask arrays: per-box statistics summed over the valid r
 :func:`estimate_kernel_chunked` gives the kernel and offset of
 :func:`boneframe.kernel.estimate_kernel` (to float rounding: ~1e-7 relative for
 L2, whose Gram matrix is summed in float32 blocks; 1e-12 per MI evaluation;
-converged MI kernels to 3e-12 at 128³–256³ with the literal Parzen sums, and to
-3e-5–1.4e-4 at 128³–256³ with the default splat, the spread that a 1e-9 change
-of the input gives its in-memory estimate too) while holding a few chunks in
-memory. It builds a
+converged MI kernels to 5e-7–8e-7 at 128³–256³ with the default quadratic
+splat, whose loss is continuously differentiable, and 3e-12 with the literal
+Parzen sums, gradient descent stopping within ~1e-6 of the minimiser) while
+holding a few chunks in memory. It builds a
 :class:`ChunkedKernelProblem`, which offers the solvers the methods of
 :class:`~boneframe.kernel.KernelProblem` (``normal_equations``, ``gcv_weight``,
 ``value``, ``value_and_grad``, ``best_offset``, ``project``), so ``exact`` and
