@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,15 @@ def gaussian_start(sigma: float, support: Support) -> np.ndarray:
     return h / h.sum()
 
 
+@lru_cache(maxsize=16)
+def _lag_dft(lags: int, length: int) -> np.ndarray:
+    """Rows ``0 .. lags-1`` of the inverse DFT of ``length`` points (read-only)."""
+    grid = np.outer(np.arange(lags), np.arange(length)) % length
+    out = np.exp((2j * np.pi / length) * grid) / length
+    out.flags.writeable = False
+    return out
+
+
 def _per_axis(values: Sequence[Any], key: Any) -> tuple[Any, ...]:
     return tuple(key(*v) for v in zip(*values, strict=True))
 
@@ -185,16 +195,21 @@ class ValidDesign:
         """
         (l0, l1, l2), (s0, s1, s2), (q0, q1, q2) = self.fft_shape, self.span, self.p
         (k0, k1, k2), workers = self.support, -1
-        stuffed = np.zeros((*w.shape[:2], s2))
-        stuffed[..., ::q2] = w
-        spec = scipy.fft.rfft(stuffed, n=l2, axis=2, workers=workers)
-        stuffed = np.zeros((w.shape[0], s1, spec.shape[2]), dtype=spec.dtype)
-        stuffed[:, ::q1] = spec
-        spec = scipy.fft.fft(stuffed, n=l1, axis=1, workers=workers)
-        stuffed = np.zeros((s0, *spec.shape[1:]), dtype=spec.dtype)
-        stuffed[::q0] = spec
-        spec = np.conj(scipy.fft.fft(stuffed, n=l0, axis=0, workers=workers)) * self.f_hat
-        spec = scipy.fft.ifft(spec, axis=0, workers=workers)[:k0]
+        # stuffed straight into the padded length: no copy inside the transform
+        stuffed = np.zeros((*w.shape[:2], l2))
+        stuffed[..., :s2:q2] = w
+        spec = scipy.fft.rfft(stuffed, axis=2, workers=workers)
+        stuffed = np.zeros((w.shape[0], l1, spec.shape[2]), dtype=spec.dtype)
+        stuffed[:, :s1:q1] = spec
+        spec = scipy.fft.fft(stuffed, axis=1, workers=workers, overwrite_x=True)
+        stuffed = np.zeros((l0, *spec.shape[1:]), dtype=spec.dtype)
+        stuffed[:s0:q0] = spec
+        spec = scipy.fft.fft(stuffed, axis=0, workers=workers, overwrite_x=True)
+        np.conjugate(spec, out=spec)
+        spec *= self.f_hat
+        # only K0 lags are wanted along axis 0: a K0 x L0 inverse DFT, not an FFT
+        # of all L0 outputs (the largest array of the pass)
+        spec = (_lag_dft(k0, l0) @ spec.reshape(l0, -1)).reshape(k0, *spec.shape[1:])
         spec = scipy.fft.ifft(spec, axis=1, workers=workers)[:, :k1]
         corr = scipy.fft.irfft(spec, n=l2, axis=2, workers=workers)[..., :k2]
         return corr[::-1, ::-1, ::-1]
