@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from boneframe.errors import InputError
 from boneframe.interfaces import Similarity
+from boneframe.similarity import spline_splat
 
 Method = Literal["splat", "exact"]
 Placement = Literal["moments", "extremes"]
@@ -295,8 +296,7 @@ class MutualInformation(Similarity):
         if self.params.method == "exact":
             return _exact_histogram(a, b, nb, self.params.parzen_width)
         nodes = _node_matrix(nb, self.params.parzen_width, self.params.oversampling).shape[1]
-        cell, da, wb = _splat_cells(a, b, self.params.oversampling, nodes)
-        return _splat_histogram(cell, da, wb, nodes)
+        return spline_splat.histogram(a, b, self.params.oversampling, nodes)
 
     def gradient_table(self, hist: np.ndarray) -> tuple[float, np.ndarray, float]:
         """``MI``, the look-up table of ``dMI/da`` and the normaliser ``Z`` from a
@@ -322,10 +322,7 @@ class MutualInformation(Similarity):
         nb, beta = self.params.bins, self.params.parzen_width
         if self.params.method == "exact":
             return _exact_gradient(a, b, table, z, nb, beta)
-        s = self.params.oversampling
-        nodes = _node_matrix(nb, beta, s).shape[1]
-        cell, da, wb = _splat_cells(a, b, s, nodes)
-        return _splat_lookup(table, cell, da, wb, s, z)
+        return _splat_lookup(table, a, b, self.params.oversampling, z)
 
     def _evaluate(
         self, u: np.ndarray, g: np.ndarray, gradient: bool
@@ -552,99 +549,26 @@ def _node_matrix(bins: int, beta: float, s: int) -> np.ndarray:
     return phi
 
 
-def _spline_weights(x: np.ndarray, s: int, nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    r"""First node and offset of every coordinate for the quadratic B-spline.
-
-    With :math:`t = s x` and :math:`r` the integer nearest to :math:`t`, the three
-    nodes ``r, r + 1, r + 2`` (node offset 1) carry the weights of
-    :func:`_spline_values` at :math:`d = t - r \in [-1/2, 1/2]` (both ends give
-    the same weights, so ties may round either way).
-    """
-    t = x * s
-    nearest = np.rint(t)
-    t -= nearest
-    first = nearest.astype(np.intp)
-    np.minimum(first, nodes - 3, out=first)
-    return first, t
-
-
-def _spline_values(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quadratic B-spline weights of the three nodes around offset ``d``."""
-    w0 = 0.5 - d
-    w0 *= w0
-    w0 *= 0.5
-    w2 = 0.5 + d
-    w2 *= w2
-    w2 *= 0.5
-    w1 = 0.75 - d * d
-    return w0, w1, w2
-
-
-def _splat_cells(
-    a: np.ndarray, b: np.ndarray, s: int, nodes: int
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """First fine-grid node pair (flat index) of every sample, its offset along ``a``
-    and its three spline weights along ``b``."""
-    ka, da = _spline_weights(a, s, nodes)
-    kb, db = _spline_weights(b, s, nodes)
-    ka *= nodes
-    ka += kb
-    return ka, da, _spline_values(db)
-
-
-def _splat_histogram(
-    cell: np.ndarray, da: np.ndarray, wb: tuple[np.ndarray, ...], nodes: int
-) -> np.ndarray:
-    """Quadratic B-spline splat ``H`` of the pairs onto the ``nodes x nodes`` fine grid."""
-    size = nodes * nodes
-    hist = np.zeros((nodes, nodes))
-    weight = np.empty_like(da)
-    for i, wa in enumerate(_spline_values(da)):
-        for j, w in enumerate(wb):
-            np.multiply(wa, w, out=weight)
-            part = np.bincount(cell, weights=weight, minlength=size).reshape(nodes, nodes)
-            # first nodes stop at nodes - 3, so the shifted copies lose nothing
-            hist[i:, j:] += part[: nodes - i, : nodes - j]
-    return hist
-
-
 def _splat_step_table(phi: np.ndarray, centred: np.ndarray) -> np.ndarray:
     r"""The two derivative tables of :math:`T = \Phi^\top (L - \mathrm{MI}) \Phi`.
 
     Along ``a`` the spline's derivative weights are :math:`(d - 1/2, -2d, d + 1/2)`,
-    so :math:`\sum_i w'_i T_{k+i} = d\,(T_k - 2T_{k+1} + T_{k+2})
-    + (T_{k+2} - T_k)/2`: returned stacked, flat, row stride ``nodes``.
+    so :math:`\sum_i w'_i T_{r+i} = d\,(T_r - 2T_{r+1} + T_{r+2})
+    + (T_{r+2} - T_r)/2`: both returned stacked, ``(2, nodes - 2, nodes)``.
     """
     side = centred @ phi
     curve = (phi[:, :-2] - 2.0 * phi[:, 1:-1] + phi[:, 2:]).T @ side
     slope = (0.5 * (phi[:, 2:] - phi[:, :-2])).T @ side
-    return np.stack([curve.ravel(), slope.ravel()])
+    return np.stack([curve, slope])
 
 
 def _splat_lookup(
-    tables: np.ndarray,
-    cell: np.ndarray,
-    da: np.ndarray,
-    wb: tuple[np.ndarray, ...],
-    s: int,
-    z: float,
+    tables: np.ndarray, a: np.ndarray, b: np.ndarray, s: int, z: float
 ) -> np.ndarray:
-    """``dMI/da`` per voxel: the two tables read at the voxel's three ``b`` nodes."""
-    curve, slope = tables
-    bent = np.zeros_like(da)
-    flat = np.zeros_like(da)
-    read = np.empty_like(da)
-    for j, w in enumerate(wb):
-        np.take(curve[j:], cell, out=read)  # row stride nodes: node kb + j
-        read *= w
-        bent += read
-        np.take(slope[j:], cell, out=read)
-        read *= w
-        flat += read
-    bent *= da
-    bent += flat
-    bent *= s / z
-    return bent
+    """``dMI/da`` per voxel: the two tables read at the voxel's nodes."""
+    out = spline_splat.gradient(a, b, s, tables[0], tables[1])
+    out *= s / z
+    return out
 
 
 def _mi_splat(
@@ -652,14 +576,11 @@ def _mi_splat(
 ) -> tuple[float, np.ndarray | None]:
     """MI and ``dMI/da`` with spline-splatted samples (see the class Notes)."""
     phi = _node_matrix(bins, beta, s)
-    nodes = phi.shape[1]
-    cell, da, wb = _splat_cells(a, b, s, nodes)
-    hist = _splat_histogram(cell, da, wb, nodes)
+    hist = spline_splat.histogram(a, b, s, phi.shape[1])
     mi, centred, z = _information(phi @ hist @ phi.T)
     if not gradient:
         return mi, None
-    del hist
-    return mi, _splat_lookup(_splat_step_table(phi, centred), cell, da, wb, s, z)
+    return mi, _splat_lookup(_splat_step_table(phi, centred), a, b, s, z)
 
 
 def _exact_histogram(a: np.ndarray, b: np.ndarray, bins: int, beta: float) -> np.ndarray:
