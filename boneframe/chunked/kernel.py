@@ -3,7 +3,7 @@ r"""Kernel estimation on dask arrays: per-box statistics summed over the valid r
 :func:`estimate_kernel_chunked` gives the kernel and offset of
 :func:`boneframe.kernel.estimate_kernel` (to float rounding: ~1e-7 relative for
 L2, whose Gram matrix is summed in float32 blocks; 1e-12 per MI evaluation;
-converged MI kernels to 5e-7–8e-7 at 128³–256³ with the default quadratic
+converged MI kernels to 2e-7–9e-7 at 128³–256³ with the default quadratic
 splat, whose loss is continuously differentiable, and 3e-12 with the literal
 Parzen sums, gradient descent stopping within ~1e-6 of the minimiser) while
 holding a few chunks in memory. It builds a
