@@ -65,6 +65,10 @@ def test_converges_to_the_minimiser(params: dict) -> None:
     x_star = np.linalg.solve(prob.a, prob.b)
     res = GradientDescent(params, max_iter=20000, tol=1e-14).solve(prob, np.zeros(30))
     assert np.linalg.norm(res.x - x_star) <= 1e-5 * np.linalg.norm(x_star)
+    # and says so at the default tolerance (rounding at the minimum is no kink)
+    default = GradientDescent(params, max_iter=20000).solve(prob, np.zeros(30))
+    assert default.converged, default.message
+    assert np.linalg.norm(default.x - x_star) <= 1e-5 * np.linalg.norm(x_star)
     objectives = [r["objective"] for r in res.history]
     assert objectives[-1] == pytest.approx(prob.value(x_star), rel=1e-9)
     if params["step"] != "bb" and not params.get("nesterov"):  # those are non-monotone
@@ -118,6 +122,27 @@ def test_the_default_stop_is_near_the_minimiser() -> None:
     early = GradientDescent(step="bb", max_iter=20000, tol=0, ftol=1e-9).solve(prob, np.zeros(30))
     assert early.iterations < res.iterations
     assert np.linalg.norm(early.x - x_star) >= 1e-4 * np.linalg.norm(x_star)
+
+
+class _Scripted:
+    """Gradients from a script, whatever ``x``: step lengths chosen by the test."""
+
+    def __init__(self, gradients: list[float]):
+        self.gradients = iter(gradients)
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        return 0.0, np.array([next(self.gradients)])
+
+
+def test_one_small_step_does_not_stop() -> None:
+    """A single short step (as a BB step can be by chance) is not convergence: the
+    iterate must change by less than tol twice in a row."""
+    # gradients at x0, x1, ...: steps small, large, small, small
+    script = [1e-12, 1.0, 1e-12, 1e-12, 1e-12, 1.0, 1.0, 1.0]
+    res = GradientDescent(step="fixed", step_size=1.0, max_iter=10).solve(
+        _Scripted(script), np.array([10.0])
+    )
+    assert res.converged and res.iterations == 4
 
 
 def test_max_iter_reported() -> None:

@@ -133,6 +133,16 @@ def test_moments_placement_clips_outliers_to_the_grid_ends(small_pair):
     assert grad.flat[0] == pytest.approx(fd, rel=1e-4, abs=1e-12)
 
 
+@pytest.mark.parametrize("bad", [-0.2, np.nan, 7.6])
+def test_splat_refuses_coordinates_off_the_grid(bad):
+    """The compiled splat would index outside its grid: refused, not wrapped."""
+    mi = MutualInformation(bins=8, oversampling=3)
+    with pytest.raises(InputError, match="outside the grid or not finite"):
+        mi.joint_histogram(np.array([bad, 1.0]), np.array([1.0, 2.0]))
+    edge = np.array([0.0, 7.0, np.nextafter(7.0, 8.0)])  # rounding above B - 1 is fine
+    assert mi.joint_histogram(edge, edge).sum() == pytest.approx(3.0)
+
+
 def test_two_voxels_by_hand():
     """Two voxels at the ends of both ranges: P is known in closed form."""
     u = np.array([0.0, 1.0]).reshape(2, 1, 1)

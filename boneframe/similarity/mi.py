@@ -514,7 +514,8 @@ def _node_window(t: np.ndarray, beta: float, s: int) -> np.ndarray:
     A quadratic B-spline with node values :math:`\varphi(\tau_k)` overestimates a
     smooth function by :math:`\varphi'' h^2 / 8` (half the spline's variance
     :math:`h^2 / 4`, at every position, not only on average); subtracting that from
-    the samples removes the bias to :math:`O(h^4)` (clipped at 0 so the window
+    the samples removes that bias; what is left varies with the position as
+    :math:`O(h^3)` and averages out over positions (clipped at 0 so the window
     stays non-negative).
     """
     phi = parzen_window(t, beta)
@@ -563,9 +564,7 @@ def _splat_step_table(phi: np.ndarray, centred: np.ndarray) -> np.ndarray:
     return np.stack([curve, slope])
 
 
-def _splat_lookup(
-    tables: np.ndarray, a: np.ndarray, b: np.ndarray, s: int, z: float
-) -> np.ndarray:
+def _splat_lookup(tables: np.ndarray, a: np.ndarray, b: np.ndarray, s: int, z: float) -> np.ndarray:
     """``dMI/da`` per voxel: the two tables read at the voxel's nodes."""
     out = spline_splat.gradient(a, b, s, tables[0], tables[1])
     out *= s / z

@@ -23,16 +23,24 @@ volume runs its blocks on dask's threads); ``cache=True`` keeps the machine code
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
 
+from boneframe.errors import InputError
+
 
 @njit(cache=True, nogil=True)
 def _first_node(t: float, last: int) -> tuple[int, float]:  # pragma: no cover (numba)
-    """First of the three nodes around ``t`` (node units) and the offset ``d``."""
-    r = math.floor(t + 0.5)
-    first = min(int(r), last)
+    """First of the three nodes around ``t`` (node units) and the offset ``d``.
+
+    Refuses ``t`` outside ``[-1/2, last + 1/2)`` and NaN (the comparison fails),
+    which would index outside the grid.
+    """
+    if not (-0.5 <= t < last + 0.5):
+        raise ValueError("bin coordinate outside the grid or not finite")
+    first = int(math.floor(t + 0.5))
     return first, t - first
 
 
@@ -81,9 +89,14 @@ def splat_gradient(a, b, s, curve, slope, out):  # pragma: no cover (numba)
 
 
 def histogram(a: np.ndarray, b: np.ndarray, s: int, nodes: int) -> np.ndarray:
-    """The fine-grid histogram ``H`` (``nodes x nodes``) of the pairs ``(a, b)``."""
+    """The fine-grid histogram ``H`` (``nodes x nodes``) of the pairs ``(a, b)``.
+
+    Raises :class:`~boneframe.errors.InputError` for coordinates outside
+    ``[0, bins - 1]`` (beyond rounding) or not finite.
+    """
     hist = np.zeros((nodes, nodes))
-    splat_histogram(_flat(a), _flat(b), float(s), hist)
+    a, b = _flat(a), _flat(b)
+    _checked(splat_histogram, a, b, float(s), hist)
     return hist
 
 
@@ -93,8 +106,15 @@ def gradient(
     """Per-sample ``d_x * (C read) + (S read)`` (see :func:`splat_gradient`)."""
     a = _flat(a)
     out = np.empty_like(a)
-    splat_gradient(a, _flat(b), float(s), curve, slope, out)
+    _checked(splat_gradient, a, _flat(b), float(s), curve, slope, out)
     return out
+
+
+def _checked(kernel: Any, *args: Any) -> None:
+    try:
+        kernel(*args)
+    except ValueError as err:
+        raise InputError(f"mutual information: {err} (expected 0 ... bins - 1)") from None
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
