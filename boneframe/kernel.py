@@ -180,9 +180,11 @@ class ValidDesign:
         (l0, l1, l2), w = self.fft_shape, -1
         spec = scipy.fft.rfft(h, n=l2, axis=2, workers=w)
         spec = scipy.fft.fft(spec, n=l1, axis=1, workers=w)
-        spec = scipy.fft.fft(spec, n=l0, axis=0, workers=w) * self.f_hat
+        spec = scipy.fft.fft(spec, n=l0, axis=0, workers=w)
+        spec *= self.f_hat  # in place: the largest array of the pass
         (r0, r1, r2), (s0, s1, s2), (q0, q1, q2) = self.radius, self.span, self.p
-        spec = scipy.fft.ifft(spec, axis=0, workers=w)[2 * r0 : 2 * r0 + s0 : q0]
+        spec = scipy.fft.ifft(spec, axis=0, workers=w, overwrite_x=True)
+        spec = spec[2 * r0 : 2 * r0 + s0 : q0]
         spec = scipy.fft.ifft(spec, axis=1, workers=w)[:, 2 * r1 : 2 * r1 + s1 : q1]
         return scipy.fft.irfft(spec, n=l2, axis=2, workers=w)[..., 2 * r2 : 2 * r2 + s2 : q2]
 
