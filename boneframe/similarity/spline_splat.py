@@ -5,7 +5,8 @@ every sample pair :math:`(a_x, b_x)` (bin coordinates) over the three by three
 fine-grid nodes around it with quadratic B-spline weights, and reads the
 gradient back from two tables at the same nodes. In numpy that is nine weighted
 ``bincount`` passes and six gathers over all voxels; here each is one pass over
-the voxels, ~5 times faster at 100³ (``benchmarks/bench_mi.py``).
+the voxels (100³ value + gradient: 0.022 s against 0.096 s,
+``benchmarks/bench_mi.py``).
 
 Node ``k`` of an axis sits at bin coordinate ``(k - 1)/s``. For :math:`t = s a`
 and :math:`r` the integer nearest :math:`t` (ties may round either way: both
@@ -45,6 +46,12 @@ def _first_node(t: float, last: int) -> tuple[int, float]:  # pragma: no cover (
 
 
 @njit(cache=True, nogil=True)
+def _weights(d: float) -> tuple[float, float, float]:  # pragma: no cover (numba)
+    """The three nodes' quadratic B-spline weights at offset ``d``."""
+    return 0.5 * (0.5 - d) * (0.5 - d), 0.75 - d * d, 0.5 * (0.5 + d) * (0.5 + d)
+
+
+@njit(cache=True, nogil=True)
 def splat_histogram(a, b, s, hist):  # pragma: no cover (numba)
     """Add the spline-weighted pairs ``(a, b)`` (flat float64) into ``hist``
     (``nodes x nodes`` float64, zeroed by the caller)."""
@@ -52,14 +59,8 @@ def splat_histogram(a, b, s, hist):  # pragma: no cover (numba)
     for x in range(a.size):
         ka, da = _first_node(a[x] * s, last)
         kb, db = _first_node(b[x] * s, last)
-        wa0 = 0.5 * (0.5 - da) * (0.5 - da)
-        wa1 = 0.75 - da * da
-        wa2 = 0.5 * (0.5 + da) * (0.5 + da)
-        wb0 = 0.5 * (0.5 - db) * (0.5 - db)
-        wb1 = 0.75 - db * db
-        wb2 = 0.5 * (0.5 + db) * (0.5 + db)
-        for i in range(3):
-            wa = wa0 if i == 0 else (wa1 if i == 1 else wa2)
+        wb0, wb1, wb2 = _weights(db)
+        for i, wa in enumerate(_weights(da)):
             row = hist[ka + i]
             row[kb] += wa * wb0
             row[kb + 1] += wa * wb1
@@ -78,9 +79,7 @@ def splat_gradient(a, b, s, curve, slope, out):  # pragma: no cover (numba)
     for x in range(a.size):
         ka, da = _first_node(a[x] * s, last)
         kb, db = _first_node(b[x] * s, last)
-        wb0 = 0.5 * (0.5 - db) * (0.5 - db)
-        wb1 = 0.75 - db * db
-        wb2 = 0.5 * (0.5 + db) * (0.5 + db)
+        wb0, wb1, wb2 = _weights(db)
         c = curve[ka]
         f = slope[ka]
         bent = wb0 * c[kb] + wb1 * c[kb + 1] + wb2 * c[kb + 2]
