@@ -50,7 +50,7 @@ def bench_support(f: np.ndarray, g: np.ndarray, truth: np.ndarray, k: int, args)
     alpha = gcv.alpha
     print(
         f"exact+gcv  {t_gcv:7.2f} s wall {c_gcv:7.2f} s cpu  alpha {alpha:.3g}  "
-        f"error {kernel_error(gcv.kernel, truth):.4f} gain {gcv.gain:.4f} c {gcv.offset:.4f}"
+        f"error {kernel_error(gcv.array, truth):.4f} gain {gcv.gain:.4f} c {gcv.offset:.4f}"
     )
     exact, t_exact, c_exact = timed(estimate_kernel, f, g, support=k, alpha=alpha)
     j_star = exact.history[-1]["objective"]

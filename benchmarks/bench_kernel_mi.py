@@ -15,8 +15,7 @@ import time
 import numpy as np
 from _timing import machine
 
-from boneframe.kernel import estimate_kernel
-from boneframe.kernel_summary import summarize_kernel
+from boneframe.kernel import estimate_kernel, summarize_kernel
 from boneframe.phantom import gaussian_kernel, simulate_pair
 from boneframe.pipeline import kernel_error
 
@@ -40,10 +39,10 @@ def main() -> None:
             t0 = time.perf_counter()
             est = estimate_kernel(pair.hr, g, **kwargs)
             times[label] = time.perf_counter() - t0
-            fwhm = np.asarray(summarize_kernel(est.kernel, 41.0)["fwhm_um"])
+            fwhm = np.asarray(summarize_kernel(est.array, 41.0)["fwhm_um"])
             print(
                 f"{name:8s} {label:20s}: {times[label]:6.1f} s, {est.iterations:4d} iterations, "
-                f"kernel error {100 * kernel_error(est.kernel, true):5.1f} %, "
+                f"kernel error {100 * kernel_error(est.array, true):5.1f} %, "
                 f"FWHM error {100 * np.max(np.abs(fwhm / fwhm_true - 1)):4.1f} %",
                 flush=True,
             )

@@ -13,11 +13,11 @@ peak resident memory, ``getrusage`` of the child, is its own):
    by chunk (noise 0.01);
 2. ``hr-pqct``: :func:`boneframe.chunked.phantom.write_large_acquisition`, its
    simulated HR-pQCT scan ``U(h * (f + c)) + n`` (p = 2), to zarr;
-3. ``metrics``: :func:`boneframe.chunked.metrics.compute_metrics_chunked` of the
-   zarr phantom read lazily (the 8 metrics without a reference: Otsu, BV/TV, χ,
-   β0, β1, β2, Conn.D, BoneJ's Conn.D);
+3. ``metrics``: :func:`boneframe.metrics.measure` of the zarr phantom read
+   lazily, chunk by chunk (the metrics without a reference and without the
+   structure ones: Otsu, BV/TV, TV, χ, β0, β1, β2, Conn.D, BoneJ's Conn.D);
 4. at the smallest size only, the baseline: the in-memory
-   :func:`boneframe.metrics.compute_metrics` of the same volume loaded whole
+   :func:`boneframe.metrics.measure` of the same volume loaded whole
    (loading not timed), whose values the chunked ones must equal.
 
 Each line gives wall time, CPU time (user + system, less disturbed by a busy
@@ -69,20 +69,20 @@ def run_step(step: str, folder: str, size: int, chunk: int, tile: int) -> dict:
         g = write_large_acquisition(hr, lr, offset=0.05, noise=0.01, seed=0)
         result["shape"] = list(g.shape)
     elif step == "metrics":
-        from boneframe.chunked.metrics import compute_metrics_chunked
         from boneframe.io import read_volume
+        from boneframe.metrics import measure
 
         vol = read_volume(hr)
         cpu0, t0 = _cpu(), time.perf_counter()
-        result["values"] = compute_metrics_chunked(vol)
+        result["values"] = measure(vol, structure=False)
     elif step == "in-memory":
         from boneframe.io import read_volume
-        from boneframe.metrics import compute_metrics
+        from boneframe.metrics import measure
 
         vol = read_volume(hr)
         vol = vol.with_data(vol.numpy())
         cpu0, t0 = _cpu(), time.perf_counter()
-        result["values"] = compute_metrics(vol)
+        result["values"] = measure(vol, structure=False)
     else:
         raise SystemExit(f"unknown step {step!r}")
     result["seconds"] = time.perf_counter() - t0
@@ -121,12 +121,7 @@ def main() -> None:
     parser.add_argument("--no-lr", action="store_true", help="skip the HR-pQCT simulation")
     args = parser.parse_args()
 
-    try:
-        import boneframe.chunked.operators  # noqa: F401
-
-        steps = ["phantom", "hr-pqct", "metrics"]
-    except ImportError:
-        steps = ["phantom", "metrics"]
+    steps = ["phantom", "hr-pqct", "metrics"]
     if args.no_lr and "hr-pqct" in steps:
         steps.remove("hr-pqct")
 

@@ -6,7 +6,7 @@ Each case runs in a child process that reports its own peak resident memory,
 resident when it forked); an "imports only" child gives the memory every case
 starts from. Cases:
 
-* ``blockwise``: :func:`boneframe.chunked.superres.super_resolve_blockwise`
+* ``blockwise``: :func:`boneframe.superres.super_resolve` of the zarr volume (lazy: block by block)
   from an LR zarr to an HR zarr (normalisation pass, solves and writes block by
   block, dask's threaded scheduler, one FFT thread per block);
 * ``whole``: the LR zarr read into memory, :func:`boneframe.superres.super_resolve`
@@ -84,27 +84,23 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "imports":
         import dask.array  # noqa: F401
 
-        from boneframe.chunked.superres import super_resolve_blockwise  # noqa: F401
+        from boneframe.superres import super_resolve  # noqa: F401
 
         print(json.dumps({"seconds": 0.0, "peak_gib": peak_rss_gib()}))
         return
+    from boneframe.superres import super_resolve
+
     kernel = np.load(args.kernel)
     kwargs = _solver_kwargs(args.max_iter)
     t0 = time.perf_counter()
-    if args.child == "blockwise":
-        from boneframe.chunked.superres import super_resolve_blockwise
-
-        res = super_resolve_blockwise(
-            args.lr, kernel, block=args.block, halo=args.halo, out=args.out, **kwargs
-        )
+    g = read_volume(args.lr)
+    if args.child == "blockwise":  # the lazy volume: solved block by block as it is written
+        res = super_resolve(g, kernel, block=args.block, halo=args.halo, **kwargs)
+        write_volume(res.volume, args.out)
         info = {"scale": res.scale}
     else:
-        from boneframe.superres import super_resolve
-
-        g = read_volume(args.lr)
-        res = super_resolve(g.numpy(), kernel, **kwargs)
-        hr_size = None if g.voxel_size is None else tuple(v / 2 for v in g.voxel_size)
-        write_volume(g.with_data(res.volume, voxel_size=hr_size), args.out)
+        res = super_resolve(g.with_data(g.numpy()), kernel, **kwargs)
+        write_volume(res.volume, args.out)
         info = {"scale": res.scale, "iterations": res.iterations}
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "peak_gib": peak_rss_gib(), **info}))
@@ -162,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         if args.halo is None:
-            from boneframe.chunked.superres import DEFAULT_HALO
+            from boneframe.superres.blockwise import DEFAULT_HALO
 
             args.halo = DEFAULT_HALO
         child(args)
@@ -170,9 +166,9 @@ def main() -> None:
 
     import dask.array as da
 
-    from boneframe.chunked.superres import DEFAULT_HALO
     from boneframe.io import read_volume, write_volume
     from boneframe.phantom import simulate_pair
+    from boneframe.superres.blockwise import DEFAULT_HALO
     from boneframe.volume import Volume
 
     halo = DEFAULT_HALO if args.halo is None else args.halo

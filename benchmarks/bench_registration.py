@@ -36,7 +36,7 @@ from boneframe.registration import (
     transform_difference,
     write_transform,
 )
-from boneframe.registration_phantom import simulate_pair, synthetic_structure
+from boneframe.registration.phantom import simulate_pair, synthetic_structure
 
 TEXTBOOK = {
     "learning_rate": 1.0,

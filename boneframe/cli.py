@@ -40,7 +40,7 @@ def _root(
 ) -> None:
     """Blurring-kernel estimation and TV super-resolution for bone micro-CT / HR-pQCT."""
     if scheduler:
-        from boneframe.chunked.cluster import use_scheduler
+        from boneframe.compute import use_scheduler
 
         ctx.with_resource(use_scheduler(scheduler))
 
@@ -124,130 +124,45 @@ def phantom(
     ] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
 ) -> None:
-    """Write a synthetic micro-CT / HR-pQCT pair with a known kernel into OUT."""
-    import numpy as np
+    """Write a synthetic micro-CT / HR-pQCT pair with a known kernel into OUT.
 
-    from boneframe.io import atomic_path, write_json, write_volume
-    from boneframe.phantom import gaussian_kernel, simulate_pair
+    Above 512³ (or with --tile) the pair is written chunk by chunk to zarr.
+    """
+    from boneframe.phantom import gaussian_kernel
+    from boneframe.phantom_files import write_phantom
 
-    ext = {"zarr": ".zarr", "npy": ".npy", "tif": ".tif", "tiff": ".tif", "nii": ".nii.gz"}.get(
-        format
-    )
-    if ext is None:
-        raise InputError(f"unknown --format {format!r}; choose zarr, npy, tif or nii")
     if kernel is not None:
         from boneframe.io import read_volume
 
-        h = read_volume(kernel).numpy().astype(np.float64)
+        h = read_volume(kernel).numpy().astype("float64")
+        how: dict[str, object] = {"kernel": "file", "kernel_file": str(kernel)}
     else:
-        h = gaussian_kernel(
-            parse_triple(kernel_sigma, "--kernel-sigma"),
-            kernel_support,
-            parse_triple(kernel_shift, "--kernel-shift"),
-            kernel_gain,
-        )
-    if tile == 0 and size > LARGE_PHANTOM:
-        tile = 256
-    if tile:
-        _large_phantom(
-            out, size, seed, h, offset, noise, shading, p, voxel_size, tile, format, overwrite
-        )
-        return
-    pair = simulate_pair(
-        size,
-        seed,
+        sigma = parse_triple(kernel_sigma, "--kernel-sigma")
+        shift = parse_triple(kernel_shift, "--kernel-shift")
+        h = gaussian_kernel(sigma, kernel_support, shift, kernel_gain)
+        how = {"kernel": "gaussian", "kernel_sigma": list(sigma), "kernel_shift": list(shift)}
+    info = write_phantom(
+        out,
+        size=size,
+        seed=seed,
         kernel=h,
         offset=offset,
         noise=noise,
-        p=p,
+        shading=shading,
         bv_tv=bv_tv,
         thickness=thickness,
-        voxel_size_hr=voxel_size,
-        shading=shading,
+        voxel_size=voxel_size,
+        p=p,
+        format=format,
+        tile=tile,
+        overwrite=overwrite,
+        info=how,
     )
-    hr, lr = pair.volumes()
-    with atomic_path(out, overwrite=overwrite) as tmp:
-        tmp.mkdir()
-        write_volume(hr, tmp / f"hr{ext}")
-        write_volume(lr, tmp / f"lr{ext}")
-        np.save(tmp / "kernel.npy", pair.kernel)
-        write_json(
-            tmp / "phantom.json",
-            {
-                **pair.params,
-                "kernel": "file" if kernel is not None else "gaussian",
-                "kernel_file": None if kernel is None else str(kernel),
-                "kernel_sigma": None
-                if kernel is not None
-                else list(parse_triple(kernel_sigma, "sigma")),
-                "kernel_shift": None
-                if kernel is not None
-                else list(parse_triple(kernel_shift, "shift")),
-                "voxel_size_lr_um": list(pair.voxel_size_lr),
-                "format": format,
-                "files": {"hr": f"hr{ext}", "lr": f"lr{ext}", "kernel": "kernel.npy"},
-            },
-        )
+    files = info["files"]
+    how_written = " chunk by chunk" if info.get("tile") else ""
     typer.echo(
-        f"wrote {out}/hr{ext} {hr.shape}, {out}/lr{ext} {lr.shape}, kernel.npy, phantom.json"
+        f"wrote {out}/{files['hr']}, {out}/{files['lr']}, kernel.npy, phantom.json{how_written}"
     )
-
-
-#: Phantoms larger than this (per axis) are written chunk by chunk.
-LARGE_PHANTOM = 512
-
-
-def _large_phantom(
-    out: Path,
-    size: int,
-    seed: int,
-    h: object,
-    offset: float,
-    noise: float,
-    shading: float,
-    p: int,
-    voxel_size: float,
-    tile: int,
-    format: str,
-    overwrite: bool,
-) -> None:
-    """``phantom`` chunk by chunk: a tiled micro-CT and its simulated HR-pQCT, in zarr."""
-    import numpy as np
-
-    from boneframe.chunked.phantom import write_large_acquisition, write_large_phantom
-    from boneframe.io import atomic_path, write_json
-
-    if format != "zarr":
-        raise InputError(
-            f"a {size}³ phantom is written chunk by chunk, which needs --format zarr "
-            f"(or give --size <= {LARGE_PHANTOM})"
-        )
-    if shading:
-        raise InputError("--shading is not available for phantoms written chunk by chunk")
-    with atomic_path(out, overwrite=overwrite) as tmp:
-        tmp.mkdir()
-        hr = write_large_phantom(
-            tmp / "hr.zarr", size, seed, tile=tile, voxel_size=voxel_size, noise=0.0
-        )
-        lr = write_large_acquisition(
-            hr, tmp / "lr.zarr", kernel=h, offset=offset, noise=noise, p=p, seed=seed
-        )
-        np.save(tmp / "kernel.npy", h)
-        write_json(
-            tmp / "phantom.json",
-            {
-                "size": [size] * 3,
-                "seed": seed,
-                "tile": tile,
-                "offset": offset,
-                "noise": noise,
-                "p": [p] * 3,
-                "voxel_size_lr_um": [voxel_size * p] * 3,
-                "format": "zarr",
-                "files": {"hr": "hr.zarr", "lr": "lr.zarr", "kernel": "kernel.npy"},
-            },
-        )
-    typer.echo(f"wrote {out}/hr.zarr {hr.shape}, {out}/lr.zarr {lr.shape} chunk by chunk")
 
 
 # --------------------------------------------------------------------------- info
@@ -296,11 +211,6 @@ def _check_outputs(out: Path, overwrite: bool) -> None:
     check_writable(sidecar_path(out), overwrite)
 
 
-def _voxel(volume, override: str | None, what: str):
-    vs = parse_triple(override, what)
-    return volume if vs is None else volume.with_data(volume.data, voxel_size=vs)
-
-
 # --------------------------------------------------------------------------- estimate-kernel
 @app.command("estimate-kernel")
 def estimate_kernel_cmd(
@@ -310,7 +220,10 @@ def estimate_kernel_cmd(
         Path, typer.Option("--out", help="Kernel file (.npy or .zarr); sidecar <stem>.json.")
     ],
     similarity: Annotated[str, typer.Option(help="Similarity: l2, mi, or a plugin's.")] = "l2",
-    solver: Annotated[str, typer.Option(help="Solver: exact (L2 only) or gradient-descent.")] = "",
+    solver: Annotated[
+        str | None,
+        typer.Option(help="Solver (default: exact for l2, gradient-descent otherwise)."),
+    ] = None,
     support: Annotated[int, typer.Option(help="Odd kernel support per axis.")] = 9,
     alpha: Annotated[
         float | None, typer.Option(help="Regularisation weight (default: scale-free).")
@@ -333,48 +246,42 @@ def estimate_kernel_cmd(
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Estimate the blurring kernel h and offset c of g = U(h * (f + c)) + n."""
-    from boneframe.io import read_volume, write_volume
-    from boneframe.kernel import estimate_kernel
-    from boneframe.volume import Volume
+    from boneframe.io import no_voxel_size, read_volume
+    from boneframe.kernel import estimate_kernel, pair_voxel_size
 
     _check_outputs(out, overwrite)
-    f = _voxel(read_volume(hr), voxel_size_hr, "--voxel-size-hr")
-    g = _voxel(read_volume(lr), voxel_size_lr, "--voxel-size-lr")
-    vs_hr = f.voxel_size
-    if vs_hr is None and g.voxel_size is not None:
-        vs_hr = tuple(v / p for v in g.voxel_size)
-    if vs_hr is None:
-        raise InputError("voxel sizes unknown: give --voxel-size-hr (µm)")
+    f = read_volume(hr, parse_triple(voxel_size_hr, "--voxel-size-hr"))
+    g = read_volume(lr, parse_triple(voxel_size_lr, "--voxel-size-lr"))
+    if pair_voxel_size(f, g, p) is None:
+        raise no_voxel_size(hr, lr)
     sim_params = _params(param)
     if bins is not None:
         sim_params["bins"] = bins
     if parzen_width is not None:
         sim_params["parzen_width"] = parzen_width
-    if not solver:
-        solver = "exact" if similarity == "l2" else "gradient-descent"
     reporter = _reporter(quiet)
-    with reporter.stage(f"kernel ({similarity}, {solver})") as cb:
-        est = estimate_kernel(  # zarr volumes stay lazy: the chunked path
-            f.data if f.is_lazy else f.numpy(),
-            g.data if g.is_lazy else g.numpy(),
+    with reporter.stage(f"kernel ({similarity})") as cb:
+        kernel = estimate_kernel(
+            f,
+            g,
             similarity=similarity,
             solver=solver,
             support=support,
             alpha=alpha,
             p=p,
-            init=None if init is None else read_volume(init).numpy().astype("float64"),
+            init=None if init is None else read_volume(init).numpy(),
             **({} if init_sigma is None else {"init_sigma": init_sigma}),
             max_iter=max_iter,
             tol=tol,
             callback=cb,
             similarity_params=sim_params,
         )
-    side = est.sidecar(vs_hr)
-    write_volume(Volume(est.kernel, voxel_size=vs_hr), out, overwrite=overwrite, sidecar=side)
+    kernel.save(out, overwrite=overwrite)
+    side = kernel.summary()
     fwhm = ", ".join("-" if v is None else f"{v:.0f}" for v in side["fwhm_um"])
     typer.echo(
-        f"wrote {out}: gain {side['gain']:.4g}, offset {side['offset']:.4g}, "
-        f"FWHM {fwhm} µm, {est.iterations} iterations"
+        f"wrote {out}: gain {kernel.gain:.4g}, offset {kernel.offset:.4g}, "
+        f"FWHM {fwhm} µm, {kernel.iterations} iterations ({kernel.solver})"
     )
 
 
@@ -385,7 +292,8 @@ def super_resolve_cmd(
     kernel: Annotated[Path, typer.Option(help="Kernel file (from estimate-kernel).")],
     out: Annotated[Path, typer.Option("--out", help="Super-resolved volume; sidecar <stem>.json.")],
     offset: Annotated[
-        float | None, typer.Option(help="Offset c (default: the kernel's sidecar, else 0).")
+        float | None,
+        typer.Option(help="Offset c (default: the kernel's sidecar; required without one)."),
     ] = None,
     regularizer: Annotated[str, typer.Option(help="tv or gradient-l2 (or a plugin's).")] = "tv",
     mu: Annotated[float, typer.Option(help="Data weight (paper: 10).")] = 10.0,
@@ -396,101 +304,61 @@ def super_resolve_cmd(
         int, typer.Option(help="Iterations with adaptive beta (0: the paper's plain ADMM).")
     ] = 50,
     reference: Annotated[
-        Path | None, typer.Option(help="High-resolution reference for metrics.")
+        Path | None, typer.Option(help="High-resolution reference for per-iteration metrics.")
     ] = None,
-    p: Annotated[int, typer.Option(help="Resolution factor per axis.")] = 2,
+    p: Annotated[
+        int | None, typer.Option(help="Resolution factor per axis (default: the kernel's).")
+    ] = None,
     voxel_size: Annotated[str | None, typer.Option(help="Override LR voxel size, µm.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
-    """TV super-resolution of LR with a known kernel (ADMM, exact Fourier step)."""
-    from boneframe.io import read_json, read_volume, sidecar_path, write_volume
-    from boneframe.registry import get_registry
+    """TV super-resolution of LR with a known kernel (ADMM, exact Fourier step).
+
+    A zarr LR is solved block by block and streamed to OUT.
+    """
+    from boneframe.io import read_volume, write_volume
+    from boneframe.kernel import Kernel
     from boneframe.superres import super_resolve
-    from boneframe.volume import Volume
 
     _check_outputs(out, overwrite)
-    g = _voxel(read_volume(lr), voxel_size, "--voxel-size")
-    h = read_volume(kernel).numpy().astype("float64")
-    if offset is None:
-        side = sidecar_path(kernel)
-        offset = float(read_json(side).get("offset", 0.0)) if side.is_file() else 0.0
-    ref = None
-    metric_fn = None
-    vs_hr = None if g.voxel_size is None else tuple(v / p for v in g.voxel_size)
-    if reference is not None:
-        from boneframe.pipeline import iteration_metric_fn
-
-        ref = read_volume(reference).numpy()
-        metric_fn = iteration_metric_fn(ref, vs_hr)
-
-    reg = get_registry().create("regularizer", regularizer)
+    g = read_volume(lr, parse_triple(voxel_size, "--voxel-size"), require_voxel_size=True)
+    k = Kernel.load(kernel, offset=offset)
+    ref = None if reference is None else read_volume(reference)
+    with _reporter(quiet).stage("super-resolution", total=None if g.is_lazy else max_iter) as cb:
+        sr = super_resolve(
+            g,
+            k,
+            p=p,
+            regularizer=regularizer,
+            mu=mu,
+            beta=beta,
+            tol=tol,
+            max_iter=max_iter,
+            reference=ref,
+            callback=None if g.is_lazy else cb,
+            solver_params={"adapt_iter": adapt_iter},
+        )
     settings = {
         "kernel": str(kernel),
-        "offset": offset,
+        "offset": k.offset if offset is None else offset,
         "regularizer": regularizer,
         "mu": mu,
         "beta": beta,
         "tol": tol,
         "adapt_iter": adapt_iter,
     }
-    if g.is_lazy:  # zarr: overlapping blocks, each solved exactly, streamed to OUT
-        from boneframe.chunked.superres import super_resolve_blockwise
-        from boneframe.io import write_json
-
-        if reference is not None:
-            raise InputError("--reference (per-iteration metrics) needs an in-memory volume")
-        blocks = super_resolve_blockwise(
-            g,
-            h,
-            offset=offset,
-            p=p,
-            out=out,
-            overwrite=overwrite,
-            regularizer=reg,
-            mu=mu,
-            beta=beta,
-            tol=tol,
-            max_iter=max_iter,
-            solver_params={"adapt_iter": adapt_iter},
+    if g.is_lazy:
+        side = {**settings, "blockwise": True, "block": sr.block, "halo": sr.halo}
+        how = f"block-wise, block {sr.block} LR voxels"
+    else:
+        side = {**settings, "iterations": sr.iterations, "converged": sr.converged}
+        side["history"] = sr.history
+        how = f"{sr.iterations} iterations, " + (
+            "converged" if sr.converged else "stopped at --max-iter"
         )
-        write_json(
-            sidecar_path(out),
-            {**settings, "blockwise": True, "block": blocks.block, "halo": blocks.halo},
-        )
-        typer.echo(f"wrote {out} {blocks.volume.shape}: block-wise, block {blocks.block} LR voxels")
-        return
-    with _reporter(quiet).stage("super-resolution", total=max_iter) as cb:
-        sr = super_resolve(
-            g.numpy(),
-            h,
-            offset=offset,
-            p=p,
-            regularizer=reg,
-            mu=mu,
-            beta=beta,
-            tol=tol,
-            max_iter=max_iter,
-            reference=ref,
-            metric_fn=metric_fn,
-            callback=cb,
-            solver_params={"adapt_iter": adapt_iter},
-        )
-    write_volume(
-        Volume(sr.volume, voxel_size=vs_hr, origin=g.origin, direction=g.direction),
-        out,
-        overwrite=overwrite,
-        sidecar={
-            **settings,
-            "iterations": sr.iterations,
-            "converged": sr.converged,
-            "history": sr.history,
-        },
-    )
-    typer.echo(
-        f"wrote {out} {sr.volume.shape}: {sr.iterations} iterations, "
-        f"{'converged' if sr.converged else 'stopped at --max-iter'}"
-    )
+    write_volume(sr.volume, out, overwrite=overwrite, sidecar=side)
+    typer.echo(f"wrote {out} {sr.volume.shape}: {how}")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -505,48 +373,44 @@ def metrics(
     ] = True,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """Bone metrics: PSNR, DICE, BV/TV, Euler, Betti, Conn.D, Tb.Th, Tb.Sp, Tb.N, DA."""
+    """Bone metrics: PSNR, DICE, BV/TV, Euler, Betti, Conn.D, Tb.Th, Tb.Sp, Tb.N, DA.
+
+    Zarr volumes are measured chunk by chunk. Lengths in µm, Tb.N in 1/mm,
+    Conn.D in 1/mm³ (the table's unit column; JSON: the "units" entry).
+    """
     from boneframe.io import read_volume
     from boneframe.io.sidecar import to_json
-    from boneframe.metrics import all_metrics
+    from boneframe.metrics import measure
 
-    vol = _voxel(read_volume(volume), voxel_size, "--voxel-size")
+    vs = parse_triple(voxel_size, "--voxel-size")
+    vol = read_volume(volume, vs, require_voxel_size=True)
     ref_vol = None if reference is None else read_volume(reference)
-    if ref_vol is not None and ref_vol.shape != vol.shape:
-        raise InputError(f"reference shape {ref_vol.shape} differs from the volume's {vol.shape}")
-    if vol.is_lazy:  # zarr: chunk by chunk, never the whole volume in memory
-        from boneframe.chunked.metrics import all_metrics_chunked
-
-        result = all_metrics_chunked(
-            vol.data,
-            None if ref_vol is None else ref_vol.data,
-            voxel_size=vol.voxel_size,
-            threshold=threshold,
-            structure=structure,
-        )
-    else:
-        result = all_metrics(
-            vol.numpy(),
-            None if ref_vol is None else ref_vol.numpy(),
-            voxel_size=vol.voxel_size,
-            threshold=threshold,
-            structure=structure,
-        )
-    skipped = result.pop("structure_skipped", None)
-    if skipped:
-        typer.echo(f"note: structure metrics left out: {skipped}", err=True)
+    result = measure(vol, ref_vol, threshold=threshold, structure=structure)
+    skipped = result.get("skipped") or {}
+    for name, why in skipped.items():
+        typer.echo(f"note: {name} not computed: {why}", err=True)
     if json_output:
         typer.echo(to_json(result, indent=None), nl=False)
         return
     from rich.console import Console
     from rich.table import Table
 
+    units = result.get("units") or {}
     table = Table(title=str(volume))
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("unit")
     for key, value in result.items():
-        text = f"{value:.6g}" if isinstance(value, float) else str(value)
-        table.add_row(key, text)
+        if key in ("units", "skipped"):
+            continue
+        if isinstance(value, float):
+            text = f"{value:.6g}"
+        elif isinstance(value, list | tuple):
+            text = ", ".join(f"{v:g}" for v in value)
+        else:
+            text = "—" if value is None else str(value)
+        unit = "µm" if key == "voxel_size_um" else units.get(key, "")
+        table.add_row(key, text, unit)
     Console().print(table)
 
 
@@ -559,42 +423,24 @@ def thickness(
     threshold: Annotated[float | None, typer.Option(help="Bone threshold (default: Otsu).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
-    """Local thickness map (Hildebrand & Rüegsegger; BoneJ conventions)."""
-    import numpy as np
+    """Local thickness map (Hildebrand & Rüegsegger; BoneJ conventions).
 
+    A zarr volume is mapped chunk by chunk (halo from a first distance pass).
+    """
     from boneframe.io import read_volume, write_volume
-    from boneframe.metrics import otsu_threshold, thickness_map
+    from boneframe.metrics import local_thickness_map, measure, thickness_statistics
 
     if phase not in ("bone", "marrow"):
         raise InputError(f"--phase must be bone or marrow, got {phase!r}")
     _check_outputs(out, overwrite)
-    vol = _voxel(read_volume(volume), voxel_size, "--voxel-size")
-    vs = vol.require_voxel_size()
-    side = {"phase": phase, "unit": "µm"}
-    if vol.is_lazy:  # zarr: chunk by chunk (halo from a first distance pass)
-        from boneframe.chunked.metrics import compute_metrics_chunked
-        from boneframe.chunked.thickness import local_thickness_chunked, thickness_statistics
-
-        t = threshold
-        if t is None:
-            t = compute_metrics_chunked(vol.data, names=["otsu"])["threshold"]  # 2 passes
-        tmap = local_thickness_chunked(vol.data > t, vs, phase=phase)
-        write_volume(
-            vol.with_data(tmap), out, overwrite=overwrite, sidecar={**side, "threshold": t}
-        )
-        stats = thickness_statistics(read_volume(out).data)
-        mean, count = stats.mean, stats.count
-    else:
-        data = vol.numpy()
-        t = threshold if threshold is not None else otsu_threshold(data)
-        tmap = thickness_map(np.asarray(data) > t, vs, phase=phase)
-        write_volume(
-            vol.with_data(tmap), out, overwrite=overwrite, sidecar={**side, "threshold": float(t)}
-        )
-        inside = tmap[np.isfinite(tmap)]
-        mean = float(inside.mean()) if inside.size else float("nan")
-        count = inside.size
-    typer.echo(f"wrote {out}: mean {mean:.1f} µm over {count} {phase} voxels")
+    vs = parse_triple(voxel_size, "--voxel-size")
+    vol = read_volume(volume, vs, require_voxel_size=True)
+    t = threshold if threshold is not None else measure(vol, names=["bv_tv"])["threshold"]
+    tmap = local_thickness_map(vol.data > t, vol.voxel_size, phase=phase)
+    side = {"phase": phase, "unit": "µm", "threshold": float(t)}
+    path = write_volume(vol.with_data(tmap), out, overwrite=overwrite, sidecar=side)
+    stats = thickness_statistics(read_volume(path).data)
+    typer.echo(f"wrote {out}: mean {stats.mean:.1f} µm over {stats.count} {phase} voxels")
 
 
 # --------------------------------------------------------------------------- register

@@ -84,12 +84,12 @@ def summary_rows(metrics: dict[str, Any]) -> tuple[list[list[str]], list[list[st
                 fmt(m.get("dice")),
                 fmt(m.get("bv_tv")),
                 fmt(m.get("conn_d")),
-                _um(m.get("tb_th")),
-                _um(m.get("tb_sp")),
+                _fmt0(m.get("tb_th")),
+                _fmt0(m.get("tb_sp")),
             ]
         )
     return kernels, volumes
 
 
-def _um(mm: float | None) -> str:
-    return "-" if mm is None else f"{1000 * mm:.0f}"
+def _fmt0(um: float | None) -> str:
+    return "-" if um is None else f"{um:.0f}"

@@ -31,9 +31,16 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.fft
 
-from boneframe.differences import gradient, gradient_adjoint
 from boneframe.errors import InputError
-from boneframe.operators import Factor, as_factor, check_kernel, decimate, decimate_adjoint
+from boneframe.operators import (
+    Blur,
+    Factor,
+    ForwardModel,
+    Gradient,
+    LinearOperator,
+    as_factor,
+    check_kernel,
+)
 
 
 def _shape3(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -48,7 +55,8 @@ def circular_kernel(h: np.ndarray, shape: Sequence[int], dtype: type = np.float6
 
     Element ``k`` of ``h`` (support ``K``, centre ``K // 2``) goes to index
     ``(k - K//2) mod N`` so that a circular convolution with the result follows
-    the convention of :func:`boneframe.operators.convolve`.
+    the convention of :class:`boneframe.operators.Blur` (``boundary="periodic"``):
+    its spectrum is the eigenvalues of that operator.
     """
     h = check_kernel(h)
     shape = _shape3(shape)
@@ -60,36 +68,34 @@ def circular_kernel(h: np.ndarray, shape: Sequence[int], dtype: type = np.float6
 
 
 def circular_convolve(x: np.ndarray, h: np.ndarray, workers: int = -1) -> np.ndarray:
-    r"""Circular convolution ``H x`` (periodic grid).
+    """``H x`` on a periodic grid: ``Blur(h, x.shape, boundary="periodic").matvec(x)``.
 
-    .. math:: (h * x)[y] = \sum_k h[k]\, x[(y - k + \lfloor K/2 \rfloor) \bmod N]
+    Kept for callers of the former helper; use :class:`boneframe.operators.Blur`.
     """
-    spec = scipy.fft.rfftn(circular_kernel(h, x.shape, x.dtype), workers=workers)
-    return scipy.fft.irfftn(
-        scipy.fft.rfftn(x, workers=workers) * spec, s=x.shape, workers=workers
-    ).astype(x.dtype, copy=False)
-
-
-def circular_convolve_adjoint(y: np.ndarray, h: np.ndarray, workers: int = -1) -> np.ndarray:
-    """Adjoint of :func:`circular_convolve` (circular correlation with ``h``)."""
-    spec = scipy.fft.rfftn(circular_kernel(h, y.shape, y.dtype), workers=workers)
-    return scipy.fft.irfftn(
-        scipy.fft.rfftn(y, workers=workers) * np.conj(spec), s=y.shape, workers=workers
-    ).astype(y.dtype, copy=False)
+    dtype = np.result_type(x.dtype, np.float32)
+    return Blur(h, x.shape, boundary="periodic", dtype=dtype, workers=workers).matvec(x)
 
 
 def normal_operator(
-    x: np.ndarray, h: np.ndarray, p: Factor = 2, mu: float = 1.0, beta: float = 1.0
-) -> np.ndarray:
-    r"""Apply :math:`\mu H^T U^T U H + \beta D^T D` in the spatial domain (periodic).
+    kernel: np.ndarray,
+    shape: Sequence[int],
+    p: Factor = 2,
+    mu: float = 1.0,
+    beta: float = 1.0,
+    dtype: type = np.float64,
+) -> LinearOperator:
+    r"""The operator :math:`\mu H^T U^T U H + \beta D^T D` (periodic), in the spatial domain.
 
-    The slow, literal form of the matrix that :class:`FourierNormalSolver`
-    inverts; used to check it.
+    The matrix that :class:`FourierNormalSolver` inverts, composed from the
+    operator family: ``H`` = :class:`~boneframe.operators.Blur` with
+    ``boundary="periodic"``, ``U`` = :class:`~boneframe.operators.Decimate`,
+    ``D`` = :class:`~boneframe.operators.Gradient` with ``boundary="periodic"``.
+    Slow and literal; used to check the solver.
     """
-    p3 = as_factor(p)
-    hx = circular_convolve(x, h)
-    data = circular_convolve_adjoint(decimate_adjoint(decimate(hx, p3), p3, x.shape), h)
-    return mu * data + beta * gradient_adjoint(gradient(x, "periodic"), "periodic")
+    shape = _shape3(shape)
+    data = ForwardModel(kernel, p, shape, boundary="periodic", dtype=dtype)
+    grad = Gradient(shape, "periodic", dtype=dtype)
+    return mu * (data.T @ data) + beta * (grad.T @ grad)
 
 
 def laplacian_symbol(shape: Sequence[int], half: bool = False) -> np.ndarray:
@@ -179,6 +185,7 @@ class FourierNormalSolver:
         h = check_kernel(kernel)
         if abs(float(np.sum(h))) < 1e-12 * float(np.sum(np.abs(h)) or 1.0):
             raise InputError("the kernel sums to zero: super-resolution cannot recover the mean")
+        self.kernel = h
         lam = self.forward(circular_kernel(h, self.shape, np.float64))
         self._lam = lam.astype(self.cdtype)
         self._symbol = laplacian_symbol(self.shape, self.half)
@@ -199,6 +206,16 @@ class FourierNormalSolver:
             w[1 : (n2 + 1) // 2] = 2.0
         self._lr_weights = w.astype(self.dtype)
         self.set_weights(mu, beta)
+
+    @property
+    def forward_model(self) -> ForwardModel:
+        """``U H`` in the spatial domain: what :meth:`blurred_decimated` computes in Fourier."""
+        return ForwardModel(self.kernel, self.p, self.shape, boundary="periodic", dtype=self.dtype)
+
+    def operator(self) -> LinearOperator:
+        r"""The matrix :math:`\mu H^T U^T U H + \beta D^T D` that :meth:`solve` inverts
+        (spatial domain, see :func:`normal_operator`)."""
+        return normal_operator(self.kernel, self.shape, self.p, self.mu, self.beta, self.dtype)
 
     def set_weights(self, mu: float, beta: float) -> None:
         """Change ``mu`` and ``beta``, recomputing only what depends on them (no FFT)."""
@@ -244,6 +261,14 @@ class FourierNormalSolver:
         if self._lr_half:
             return scipy.fft.rfftn(y, workers=self.workers)
         return scipy.fft.fftn(y, workers=self.workers)
+
+    def lr_inverse(self, spec: np.ndarray) -> np.ndarray:
+        """Real LR-grid array of a spectrum in the layout of :meth:`lr_spectrum`."""
+        if self._lr_half:
+            out = scipy.fft.irfftn(spec, s=self.lr_shape, workers=self.workers)
+        else:
+            out = scipy.fft.ifftn(spec, workers=self.workers).real
+        return out.astype(self.dtype, copy=False)
 
     def lr_norm2(self, spec: np.ndarray) -> float:
         """``||y||²`` of an LR array from its :meth:`lr_spectrum` (Parseval)."""

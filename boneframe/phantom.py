@@ -22,7 +22,7 @@ import numpy as np
 import scipy.fft
 
 from boneframe.errors import InputError
-from boneframe.operators import as_factor, check_kernel, convolve, decimate
+from boneframe.operators import ForwardModel, as_factor, check_kernel
 from boneframe.volume import Volume, as_triple
 
 DEFAULT_SIGMA = (1.6, 1.3, 1.1)
@@ -211,6 +211,9 @@ def simulate_acquisition(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate ``g = U(h * (f + c)) + n`` on a large volume and crop the margin.
 
+    The noise-free scan is :meth:`boneframe.operators.ForwardModel.predict` of
+    the whole ``f_big`` (zeros beyond it), computed in float64.
+
     Parameters
     ----------
     f_big : ndarray
@@ -251,7 +254,7 @@ def simulate_acquisition(
     f = f_big[crop]
     if any(n % q for n, q in zip(f.shape, pp, strict=True)):
         raise InputError(f"cropped shape {f.shape} must be a multiple of p={pp}")
-    g_big = decimate(convolve(f_big.astype(np.float64) + offset, h, "same"), pp)
+    g_big = ForwardModel(h, pp, f_big.shape).predict(f_big.astype(np.float64), offset)
     lr_crop = tuple(
         slice(mi // qi, mi // qi + n // qi) for mi, qi, n in zip(m, pp, f.shape, strict=True)
     )

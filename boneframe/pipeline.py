@@ -1,4 +1,10 @@
-"""Run a validated spec: inputs -> kernel estimations -> super-resolutions -> metrics -> report.
+"""Run a validated spec through the API: inputs, kernels, super-resolutions, metrics, report.
+
+An adapter: every computation is a call of the public API (:mod:`boneframe`),
+with the stage's parameters; this module decides only what to call in which
+order and where to write it. Zarr inputs stay lazy (dask arrays in
+``compute.chunk_size`` chunks), so the kernel estimation, the super-resolution
+and the metrics run chunk by chunk.
 
 Everything is written into a temporary sibling of the output directory, which
 is renamed into place only when the whole run succeeded: a failed run leaves
@@ -17,14 +23,11 @@ from typing import Any
 import numpy as np
 
 from boneframe.io import atomic_path, read_volume, write_json, write_volume
+from boneframe.kernel import Kernel, estimate_kernel, pair_voxel_size
 from boneframe.progress import Reporter
+from boneframe.superres import SuperResolution, super_resolve, upsample_spline
 from boneframe.volume import Volume
 
-#: The metrics recorded at every super-resolution iteration (the paper's Figs. 2-5).
-ITERATION_METRICS = ("psnr", "dice", "bv_tv", "conn_d")
-#: Structure metrics recorded every :data:`STRUCTURE_EVERY`-th iteration.
-STRUCTURE_ITERATION_METRICS = ("tb_th", "tb_sp")
-STRUCTURE_EVERY = 10
 _EXT = {"npy": ".npy", "zarr": ".zarr", "tif": ".tif", "nii": ".nii.gz"}
 
 
@@ -42,16 +45,36 @@ class Inputs:
 
 @dataclass
 class PipelineResult:
-    """What a run produced (also written to disk)."""
+    """What a run produced (also written to disk), read by the report.
+
+    Attributes
+    ----------
+    out : Path
+        The output directory.
+    inputs : Inputs
+        The pair the stages ran on.
+    kernels : dict of Kernel
+        By stage name.
+    superresolutions : dict of SuperResolution
+        By stage name.
+    volumes : dict of Volume
+        Every volume measured: ``hr``, ``lr_upsampled`` and ``sr_<stage>``.
+    metrics : dict
+        ``volumes`` (per volume, :func:`boneframe.metrics.measure`) and ``kernels``
+        (per kernel: summary and, for a phantom, the error against the truth).
+    """
 
     out: Path
-    kernels: dict[str, Any] = field(default_factory=dict)
-    superresolutions: dict[str, Any] = field(default_factory=dict)
+    inputs: Inputs | None = None
+    kernels: dict[str, Kernel] = field(default_factory=dict)
+    superresolutions: dict[str, SuperResolution] = field(default_factory=dict)
+    volumes: dict[str, Volume] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def load_inputs(spec: Any) -> Inputs:
-    """Read the pair named by the spec, or simulate the phantom."""
+    """Read the pair named by the spec (lazily for zarr), register raw scans, or
+    simulate the phantom."""
     p = (spec.inputs.p,) * 3
     if spec.inputs.phantom is not None:
         from boneframe.phantom import gaussian_kernel, simulate_pair
@@ -79,18 +102,33 @@ def load_inputs(spec: Any) -> Inputs:
         moving = read_volume(reg.moving, reg.voxel_size_moving)
         fixed = read_volume(reg.fixed, reg.voxel_size_fixed)
         result, fine = register_and_resample(moving, fixed, reg.params)
-        hr = fine.with_data(np.asarray(fine.numpy(), dtype=np.float32))
-        lr = fixed.with_data(np.asarray(fixed.numpy(), dtype=np.float32))
-        return Inputs(hr, lr, p, registration=result)
+        return Inputs(_as_float32(fine), _as_float32(fixed), p, registration=result)
     files = spec.inputs.files
     hr = read_volume(files.hr, files.voxel_size_hr)
     lr = read_volume(files.lr, files.voxel_size_lr)
-    hr = hr.with_data(np.asarray(hr.numpy(), dtype=np.float32))
-    lr = lr.with_data(np.asarray(lr.numpy(), dtype=np.float32))
-    if hr.voxel_size is None and lr.voxel_size is not None:
-        fine = tuple(v / q for v, q in zip(lr.voxel_size, p, strict=True))
-        hr = hr.with_data(hr.data, voxel_size=fine)
+    vs = pair_voxel_size(hr, lr, p)
+    if vs is None:
+        from boneframe.errors import InputError
+
+        raise InputError(
+            f"neither {files.hr} nor {files.lr} records a voxel size: give "
+            "inputs.files.voxel_size_hr or voxel_size_lr (µm)"
+        )
+    chunk = spec.compute.chunk_size
+    hr = _chunked(hr.with_data(hr.data, voxel_size=vs), chunk)
+    lr = _chunked(lr, max(1, chunk // max(p)))
     return Inputs(hr, lr, p)
+
+
+def _as_float32(volume: Volume) -> Volume:
+    return volume.with_data(np.asarray(volume.numpy(), dtype=np.float32))
+
+
+def _chunked(volume: Volume, chunk: int) -> Volume:
+    """A lazy volume rechunked to ``chunk`` voxels per axis; an in-memory one as float32."""
+    if volume.is_lazy:
+        return volume.with_data(volume.data.rechunk((chunk,) * 3))
+    return _as_float32(volume)
 
 
 def kernel_error(estimate: np.ndarray, truth: np.ndarray) -> float:
@@ -106,8 +144,8 @@ def kernel_error(estimate: np.ndarray, truth: np.ndarray) -> float:
     return float(np.linalg.norm(e - t) / np.linalg.norm(t))
 
 
-def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    """Write per-iteration records as CSV (columns: the union of the keys)."""
+def history_csv(history: list[dict[str, Any]]) -> str:
+    """Per-iteration records as CSV text (columns: the union of the keys)."""
     keys: list[str] = ["iteration"]
     for rec in history:
         keys += [k for k in rec if k not in keys]
@@ -116,122 +154,73 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     for i, rec in enumerate(history):
         writer.writerow({"iteration": i + 1, **rec})
-    path.write_text(buf.getvalue())
-
-
-def iteration_metric_fn(
-    reference: np.ndarray,
-    voxel_size: Any,
-    threshold: float | None = None,
-    structure_every: int = STRUCTURE_EVERY,
-) -> Any:
-    """``f(x) -> {name: value}`` for a solver's per-iteration history.
-
-    Every call gives :data:`ITERATION_METRICS` against ``reference`` (``conn_d``
-    only with a voxel size); every ``structure_every``-th call, starting with the
-    first, also Tb.Th and Tb.Sp (mm; local thickness costs about as much as
-    several ADMM iterations, so not every time; 0 never; only for isotropic
-    voxels). The other calls leave them out, so the history has gaps there.
-    """
-    from boneframe.metrics import compute_metrics
-
-    names = [n for n in ITERATION_METRICS if voxel_size is not None or n != "conn_d"]
-    structure = (
-        structure_every > 0
-        and voxel_size is not None
-        and len(set(np.atleast_1d(np.asarray(voxel_size, dtype=float)).tolist())) == 1
-    )
-    calls = 0
-
-    def metric_fn(x: np.ndarray) -> dict[str, float]:
-        nonlocal calls
-        calls += 1
-        wanted = list(names)
-        if structure and (calls - 1) % structure_every == 0:
-            wanted += list(STRUCTURE_ITERATION_METRICS)
-        m = compute_metrics(x, reference, voxel_size=voxel_size, threshold=threshold, names=wanted)
-        return {k: v for k, v in m.items() if k in wanted}
-
-    return metric_fn
-
-
-def _kernel_input(volume: Volume, chunk: int) -> Any:
-    """A lazy (zarr) volume as a dask array in ``chunk``-sized chunks; else in memory."""
-    if not volume.is_lazy:
-        return volume.numpy()
-    return volume.data.rechunk((chunk,) * 3)
+    return buf.getvalue()
 
 
 def run_kernel_stage(
-    stage: Any,
-    inputs: Inputs,
-    previous: dict[str, Any],
-    reporter: Reporter,
-    chunk_size: int = 128,
-):
-    """Estimate one kernel as the stage says (chunk by chunk for zarr inputs)."""
-    from boneframe.kernel import estimate_kernel
-
-    kwargs: dict[str, Any] = {}
-    if stage.init_from is not None:
-        kwargs["init"] = previous[stage.init_from].kernel
-    if stage.init_sigma is not None:
-        kwargs["init_sigma"] = stage.init_sigma
+    stage: Any, inputs: Inputs, previous: dict[str, Kernel], reporter: Reporter
+) -> Kernel:
+    """Estimate one kernel as the stage says."""
+    init = previous[stage.init_from].array if stage.init_from is not None else None
+    extra = {} if stage.init_sigma is None else {"init_sigma": stage.init_sigma}
+    solver = stage.solver
+    reg_params = stage.regularizer.params.model_dump(exclude={"weight"})
     with reporter.stage(f"kernel {stage.name} ({stage.similarity.name})") as cb:
-        return estimate_kernel(  # zarr inputs stay lazy: the chunked path, same estimate
-            _kernel_input(inputs.hr, chunk_size),
-            _kernel_input(inputs.lr, max(1, chunk_size // max(inputs.p))),
+        return estimate_kernel(
+            inputs.hr,
+            inputs.lr,
             similarity=stage.similarity.name,
             similarity_params=stage.similarity.params.model_dump(),
             regularizer=stage.regularizer.name,
-            solver=stage.solver.name,
-            solver_params=stage.solver.params.model_dump(),
+            regularizer_params=reg_params,
+            solver=None if solver is None else solver.name,
+            solver_params=None if solver is None else solver.params.model_dump(),
             support=stage.support,
             alpha=stage.alpha,
             p=inputs.p,
+            init=init,
             callback=cb,
-            **kwargs,
+            **extra,
         )
 
 
-def run_sr_stage(
-    stage: Any, spec: Any, inputs: Inputs, kernels: dict[str, Any], reporter: Reporter
-):
-    """Super-resolve the low-resolution volume with one kernel."""
-    from boneframe.registry import get_registry
-    from boneframe.superres import super_resolve
+def stage_kernel(stage: Any, kernels: dict[str, Kernel]) -> Kernel:
+    """The kernel a super-resolution stage names: an earlier stage's, or a file's
+    (with its sidecar's offset); the stage's ``offset`` wins."""
+    from dataclasses import replace
 
     if stage.kernel in kernels:
-        est = kernels[stage.kernel]
-        h, offset = est.kernel, est.offset
-    else:
-        h = np.load(stage.kernel)
-        offset = 0.0
-    if stage.offset is not None:
-        offset = stage.offset
+        kernel = kernels[stage.kernel]
+        return kernel if stage.offset is None else replace(kernel, offset=stage.offset)
+    return Kernel.load(stage.kernel, offset=stage.offset)
+
+
+def run_sr_stage(
+    stage: Any, spec: Any, inputs: Inputs, kernels: dict[str, Kernel], reporter: Reporter
+) -> SuperResolution:
+    """Super-resolve the low-resolution volume with one kernel."""
+    from boneframe.registry import get_registry
+    from boneframe.superres.iteration_metrics import iteration_metrics
+
     reg = get_registry().create("regularizer", stage.regularizer.name, stage.regularizer.params)
     solver_params = stage.solver.params.model_dump()
     metric_fn = None
-    if spec.metrics.per_iteration:
-        metric_fn = iteration_metric_fn(
+    if spec.metrics.per_iteration and not inputs.lr.is_lazy:
+        metric_fn = iteration_metrics(
             inputs.hr.numpy(),
             inputs.hr.voxel_size,
             spec.metrics.threshold,
             structure_every=spec.metrics.structure_every if spec.metrics.structure else 0,
         )
-
-    with reporter.stage(
-        f"super-resolution {stage.name}", total=solver_params.get("max_iter")
-    ) as cb:
+    total = None if inputs.lr.is_lazy else solver_params.get("max_iter")
+    with reporter.stage(f"super-resolution {stage.name}", total=total) as cb:
         return super_resolve(
-            inputs.lr.numpy(),
-            h,
-            offset=offset,
+            inputs.lr,
+            stage_kernel(stage, kernels),
             p=inputs.p,
             regularizer=reg,
-            reference=inputs.hr.numpy() if metric_fn is not None else None,
             metric_fn=metric_fn,
-            callback=cb,
+            callback=None if inputs.lr.is_lazy else cb,
             solver=stage.solver.name,
             solver_params=solver_params,
         )
@@ -257,30 +246,27 @@ def run_pipeline(
     -------
     PipelineResult
     """
+    from boneframe.compute import active_client, use_scheduler
+
     reporter = reporter or Reporter()
     with contextlib.ExitStack() as stack:
-        if spec.compute.scheduler:
-            from boneframe.chunked.cluster import active_client, use_scheduler
-
-            if active_client() is None:  # a --scheduler given on the command line wins
-                stack.enter_context(use_scheduler(spec.compute.scheduler))
-                reporter.message(f"dask scheduler: {spec.compute.scheduler}")
+        if spec.compute.scheduler and active_client() is None:  # --scheduler wins
+            stack.enter_context(use_scheduler(spec.compute.scheduler))
+            reporter.message(f"dask scheduler: {spec.compute.scheduler}")
         return _run_stages(spec, out, overwrite, reporter)
 
 
 def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter) -> PipelineResult:
     """The body of :func:`run_pipeline`, under its scheduler."""
-    from boneframe.kernel_summary import summarize_kernel
-    from boneframe.metrics import all_metrics
-    from boneframe.superres import upsample_spline
+    from boneframe.metrics import measure
 
     out = Path(out)
-    result = PipelineResult(out)
     ext = _EXT[spec.outputs.format]
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir()
         write_json(tmp / "spec.json", spec.model_dump(mode="json"))
         inputs = load_inputs(spec)
+        result = PipelineResult(out, inputs)
         if inputs.registration is not None:
             from boneframe.registration import write_transform
 
@@ -291,46 +277,40 @@ def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter)
                 f"overlap {inputs.registration.overlap:.0%}"
             )
         vs_hr = inputs.hr.require_voxel_size()
+        lazy = " (chunked)" if inputs.hr.is_lazy or inputs.lr.is_lazy else ""
         reporter.message(
             f"inputs: high resolution {inputs.hr.shape} at {vs_hr[0]:g} µm, "
-            f"low resolution {inputs.lr.shape}"
+            f"low resolution {inputs.lr.shape}{lazy}"
         )
         kernel_report: dict[str, Any] = {}
         if inputs.true_kernel is not None:
-            np.save(tmp / "kernel_true.npy", inputs.true_kernel)
-            kernel_report["true"] = {
-                **summarize_kernel(inputs.true_kernel, vs_hr),
-                "offset": inputs.true_offset,
-            }
+            truth = Kernel(inputs.true_kernel, inputs.true_offset or 0.0, vs_hr, inputs.p)
+            truth.save(tmp / "kernel_true.npy")
+            kernel_report["true"] = truth.summary()
         for stage in spec.kernels:
-            est = run_kernel_stage(stage, inputs, result.kernels, reporter, spec.compute.chunk_size)
-            result.kernels[stage.name] = est
-            side = est.sidecar(vs_hr)
+            kernel = run_kernel_stage(stage, inputs, result.kernels, reporter)
+            result.kernels[stage.name] = kernel
+            kernel.save(tmp / f"kernel_{stage.name}.npy")
+            (tmp / f"history_kernel_{stage.name}.csv").write_text(history_csv(kernel.history))
+            side = {k: v for k, v in kernel.sidecar().items() if k != "history"}
             if inputs.true_kernel is not None:
-                side["kernel_error"] = kernel_error(est.kernel, inputs.true_kernel)
-            write_volume(
-                Volume(est.kernel, voxel_size=vs_hr), tmp / f"kernel_{stage.name}.npy", sidecar=side
-            )
-            write_history(tmp / f"history_kernel_{stage.name}.csv", est.history)
-            kernel_report[stage.name] = {k: v for k, v in side.items() if k != "history"}
-        g = inputs.lr.numpy()
-        hr = inputs.hr.numpy()
-        volumes: dict[str, np.ndarray] = {"hr": hr}
-        if result.kernels:
-            first = next(iter(result.kernels.values()))
-            gain, offset = first.gain, first.offset
-        else:
-            gain, offset = 1.0, 0.0
-        volumes["lr_upsampled"] = upsample_spline(g, inputs.p, gain=gain, offset=offset)
+                side["kernel_error"] = kernel_error(kernel.array, inputs.true_kernel)
+            kernel_report[stage.name] = side
+        first = next(iter(result.kernels.values()), None)
+        gain, offset = (first.gain, first.offset) if first is not None else (1.0, 0.0)
+        result.volumes["hr"] = inputs.hr
+        result.volumes["lr_upsampled"] = upsample_spline(
+            inputs.lr, inputs.p, gain=gain, offset=offset
+        )
         for stage in spec.superresolution:
             sr = run_sr_stage(stage, spec, inputs, result.kernels, reporter)
             result.superresolutions[stage.name] = sr
-            volumes[f"sr_{stage.name}"] = sr.volume
-            write_history(tmp / f"history_sr_{stage.name}.csv", sr.history)
-            if spec.outputs.save_volumes:
-                write_volume(
-                    Volume(sr.volume, voxel_size=vs_hr),
-                    tmp / f"sr_{stage.name}{ext}",
+            (tmp / f"history_sr_{stage.name}.csv").write_text(history_csv(sr.history))
+            volume = sr.volume
+            if spec.outputs.save_volumes or volume.is_lazy:
+                path = write_volume(
+                    volume,
+                    tmp / f"sr_{stage.name}{ext if not volume.is_lazy else '.zarr'}",
                     sidecar={
                         "iterations": sr.iterations,
                         "converged": sr.converged,
@@ -338,20 +318,25 @@ def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter)
                         "history": sr.history,
                     },
                 )
-        per_volume = {
-            label: all_metrics(
-                vol,
-                None if label == "hr" else hr,
-                voxel_size=vs_hr,
-                threshold=spec.metrics.threshold,
-                structure=spec.metrics.structure,
-            )
-            for label, vol in volumes.items()
-        }
-        result.metrics = {"volumes": per_volume, "kernels": kernel_report}
+                if volume.is_lazy:  # solved block by block as it was written; read it back
+                    volume = read_volume(path)
+            result.volumes[f"sr_{stage.name}"] = volume
+        with reporter.stage("metrics"):
+            result.metrics = {
+                "volumes": {
+                    label: measure(
+                        vol,
+                        None if label == "hr" else inputs.hr,
+                        threshold=spec.metrics.threshold,
+                        structure=spec.metrics.structure,
+                    )
+                    for label, vol in result.volumes.items()
+                },
+                "kernels": kernel_report,
+            }
         write_json(tmp / "metrics.json", result.metrics)
         from boneframe.report import write_report
 
-        write_report(tmp, spec, inputs, result, volumes)
+        write_report(tmp, spec, result)
         reporter.message(f"wrote {out}")
     return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,8 @@ CURVES = (
     ("dice", "DICE", None),
     ("bv_tv", "BV/TV", "bv_tv"),
     ("conn_d", "Conn.D (mm⁻³)", "conn_d"),
-    ("tb_th", "Tb.Th (mm)", "tb_th"),
-    ("tb_sp", "Tb.Sp (mm)", "tb_sp"),
+    ("tb_th", "Tb.Th (µm)", "tb_th"),
+    ("tb_sp", "Tb.Sp (µm)", "tb_sp"),
     ("data", "data term", None),
 )
 
@@ -93,17 +92,17 @@ def kernel_figure(path: Path, kernels: dict[str, np.ndarray], voxel_um: tuple[fl
     plt.close(fig)
 
 
-def _read_history(path: Path) -> dict[str, np.ndarray]:
-    with open(path) as fh:
-        rows = list(csv.DictReader(fh))
-    out: dict[str, np.ndarray] = {}
-    for key in rows[0] if rows else []:
-        try:
-            out[key] = np.array(
-                [float(r[key]) if r[key] not in ("", None) else np.nan for r in rows]
-            )
-        except ValueError:
-            continue
+def history_arrays(history: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-iteration records as one array per key (NaN where a record lacks it),
+    with ``iteration`` counted from 1."""
+    keys: list[str] = []
+    for rec in history:
+        keys += [k for k in rec if k not in keys]
+    out = {"iteration": np.arange(1, len(history) + 1, dtype=float)}
+    for key in keys:
+        values = [rec.get(key) for rec in history]
+        if all(v is None or isinstance(v, int | float) for v in values):
+            out[key] = np.array([np.nan if v is None else float(v) for v in values])
     return out
 
 
@@ -145,14 +144,20 @@ def iteration_figure(
     plt.close(fig)
 
 
-def slices_figure(path: Path, volumes: dict[str, np.ndarray], thresholds: dict[str, float]) -> None:
+def central_slice(volume: Any) -> np.ndarray:
+    """The central slice along axis 0 of a volume (numpy, dask or Volume), in memory."""
+    data = getattr(volume, "data", volume)
+    return np.asarray(data[data.shape[0] // 2])
+
+
+def slices_figure(path: Path, volumes: dict[str, Any], thresholds: dict[str, float]) -> None:
     """Binarised central slices side by side (paper Fig. 1)."""
     plt = _pyplot()
     names = list(volumes)
     fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.6))
     for ax, name in zip(np.atleast_1d(axes), names, strict=True):
-        vol = volumes[name]
-        ax.imshow(vol[vol.shape[0] // 2] > thresholds[name], cmap="gray", interpolation="nearest")
+        binary = central_slice(volumes[name]) > thresholds[name]
+        ax.imshow(binary, cmap="gray", interpolation="nearest")
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -198,7 +203,7 @@ def thickness_figure(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, vol in volumes.items():
-        tmap = thickness_map(vol > thresholds[name], voxel_um, phase="bone")
+        tmap = thickness_map(np.asarray(vol) > thresholds[name], voxel_um, phase="bone")
         values = tmap[np.isfinite(tmap)]
         if values.size:
             ax.hist(
@@ -233,15 +238,44 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write_report(
-    out: Path, spec: Any, inputs: Any, result: Any, volumes: dict[str, np.ndarray]
-) -> None:
-    """Write the figures and ``report.md`` into ``out``."""
+#: Columns of the volumes table: metric name and its header.
+VOLUME_COLUMNS = (
+    ("psnr", "PSNR"),
+    ("dice", "DICE"),
+    ("bv_tv", "BV/TV"),
+    ("conn_d", "Conn.D"),
+    ("conn_d_bonej", "Conn.D BoneJ"),
+    ("tb_th", "Tb.Th"),
+    ("tb_sp", "Tb.Sp"),
+    ("tb_n", "Tb.N"),
+    ("da", "DA"),
+)
+#: Columns of the kernels table: key and header (with its unit).
+KERNEL_COLUMNS = (
+    ("gain", "gain"),
+    ("offset", "offset (grey levels of f)"),
+    ("fwhm_um", "FWHM (µm, per axis)"),
+    ("mtf50_lpmm", "MTF 50 % (lp/mm)"),
+    ("mtf10_lpmm", "MTF 10 % (lp/mm)"),
+    ("kernel_error", "error vs true"),
+    ("alpha", "α"),
+)
+
+
+def _header(label: str, unit: str | None) -> str:
+    return f"{label} ({unit})" if unit else label
+
+
+def write_report(out: Path, spec: Any, result: Any) -> None:
+    """Write the figures and ``report.md`` of a run into ``out``, from its
+    :class:`~boneframe.pipeline.PipelineResult`."""
+    inputs = result.inputs
     vs = inputs.hr.require_voxel_size()
-    kernels = {name: est.kernel for name, est in result.kernels.items()}
+    kernels = {name: k.array for name, k in result.kernels.items()}
     if inputs.true_kernel is not None:
         kernels = {"true": inputs.true_kernel, **kernels}
     figures = []
+    lazy = any(v.is_lazy for v in result.volumes.values())
     if inputs.registration is not None:
         overlay_figure(out / "registration.png", inputs.hr.numpy(), inputs.lr.numpy(), inputs.p)
         figures.append(("Registered micro-CT over the HR-pQCT", "registration.png"))
@@ -249,36 +283,30 @@ def write_report(
         kernel_figure(out / "kernels.png", kernels, vs)
         figures.append(("Kernels", "kernels.png"))
     histories = {
-        name: _read_history(out / f"history_sr_{name}.csv") for name in result.superresolutions
+        name: history_arrays(sr.history)
+        for name, sr in result.superresolutions.items()
+        if sr.history
     }
     if histories:
         iteration_figure(out / "iterations.png", histories, result.metrics)
         figures.append(("Metrics against iteration", "iterations.png"))
     thresholds = {k: v.get("threshold", 0.5) for k, v in result.metrics["volumes"].items()}
-    slices_figure(out / "slices.png", volumes, thresholds)
+    slices_figure(out / "slices.png", result.volumes, thresholds)
     figures.append(("Binarised central slices", "slices.png"))
-    if spec.metrics.structure and max(vs) - min(vs) <= 1e-3 * max(vs):
+    if spec.metrics.structure and max(vs) - min(vs) <= 1e-3 * max(vs) and not lazy:
+        volumes = {name: v.numpy() for name, v in result.volumes.items()}
         thickness_figure(out / "thickness.png", volumes, thresholds, vs[0])
         figures.append(("Trabecular thickness", "thickness.png"))
 
-    metric_keys = [
-        "psnr",
-        "dice",
-        "bv_tv",
-        "conn_d",
-        "conn_d_bonej",
-        "tb_th",
-        "tb_sp",
-        "tb_n",
-        "da",
-    ]
-    vol_rows = [["volume", *metric_keys]]
+    units: dict[str, str] = {}
+    for m in result.metrics["volumes"].values():
+        units.update(m.get("units") or {})
+    vol_rows = [["volume", *(_header(label, units.get(k)) for k, label in VOLUME_COLUMNS)]]
     for name, m in result.metrics["volumes"].items():
-        vol_rows.append([name, *[_fmt(m.get(k)) for k in metric_keys]])
-    kernel_keys = ["gain", "offset", "fwhm_um", "mtf50_lpmm", "mtf10_lpmm", "kernel_error", "alpha"]
-    ker_rows = [["kernel", *kernel_keys]]
+        vol_rows.append([name, *[_fmt(m.get(k)) for k, _ in VOLUME_COLUMNS]])
+    ker_rows = [["kernel", *(label for _, label in KERNEL_COLUMNS)]]
     for name, m in result.metrics["kernels"].items():
-        ker_rows.append([name, *[_fmt(m.get(k)) for k in kernel_keys]])
+        ker_rows.append([name, *[_fmt(m.get(k)) for k, _ in KERNEL_COLUMNS]])
     text = [
         "# boneframe report",
         "",

@@ -33,6 +33,8 @@ from boneframe.registry import Registry, get_registry
 
 SPEC_VERSION = 1
 FORMATS = ("npy", "zarr", "tif", "nii")
+#: What a super-resolution stage's kernel file may be.
+KERNEL_FILES = (".npy", ".zarr")
 
 
 class SpecError(InputError):
@@ -201,7 +203,11 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
         regularizer: Regularizer = Field(  # type: ignore[valid-type]
             default_factory=lambda: {"name": "gradient-l2"}
         )
-        solver: Solver = Field(default_factory=lambda: {"name": "exact"})  # type: ignore[valid-type]
+        solver: Solver | None = Field(  # type: ignore[valid-type]
+            None,
+            description="Solver; null: exact (normal equations) for a quadratic similarity "
+            "such as l2, gradient-descent otherwise.",
+        )
         support: int = Field(
             9, ge=3, le=25, description="Odd kernel support per axis (paper: 5 to 13)."
         )
@@ -218,14 +224,43 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
         def _odd(cls, v: int) -> int:
             return _odd_support(v)
 
+        @model_validator(mode="after")
+        def _strategies_fit(self) -> KernelStage:
+            weight = self.regularizer.params
+            if "weight" in weight.model_fields_set:  # the regulariser's weight is alpha
+                if self.alpha is not None and self.alpha != weight.weight:
+                    raise ValueError(
+                        f"alpha ({self.alpha}) and regularizer.params.weight ({weight.weight}) "
+                        "are the same number: give one of them"
+                    )
+                self.alpha = weight.weight
+            reg = registry.get("regularizer", self.regularizer.name)
+            if not getattr(reg, "smooth", True):
+                raise ValueError(
+                    f"regularizer {self.regularizer.name!r} is not differentiable: kernel "
+                    "estimation needs a smooth one (e.g. gradient-l2)"
+                )
+            sim = registry.get("similarity", self.similarity.name)
+            if self.solver is not None and self.solver.name == "exact" and not sim.quadratic:
+                raise ValueError(
+                    f"solver 'exact' needs a quadratic similarity; {self.similarity.name!r} "
+                    "is not (use gradient-descent, or leave solver out)"
+                )
+            return self
+
     class SuperResolutionStage(_Model):
         """One TV super-resolution (paper §3.1)."""
 
         name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Stage name (file names).")
-        kernel: str = Field(description="A kernel stage's name, or a kernel file (.npy).")
+        kernel: str = Field(
+            description="A kernel stage's name, or a kernel file (.npy or .zarr, with its "
+            "sidecar recording the offset, or give offset)."
+        )
         regularizer: Regularizer = Field(default_factory=lambda: {"name": "tv"})  # type: ignore[valid-type]
         solver: Solver = Field(default_factory=lambda: {"name": "admm"})  # type: ignore[valid-type]
-        offset: float | None = Field(None, description="Offset c; null: the kernel's estimate.")
+        offset: float | None = Field(
+            None, description="Offset c; null: the kernel's (estimated, or its sidecar's)."
+        )
 
     class MetricsSpec(_Model):
         """Metrics of every output volume against the high-resolution reference."""
@@ -271,10 +306,11 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
                 if sr.name in names:
                     raise ValueError(f"superresolution: two stages are named {sr.name!r}")
                 names.add(sr.name)
-                if sr.kernel not in seen and not sr.kernel.endswith(".npy"):
+                if sr.kernel not in seen and not sr.kernel.endswith(KERNEL_FILES):
                     raise ValueError(
                         f"superresolution.{sr.name}.kernel: {sr.kernel!r} is neither a kernel "
-                        f"stage ({', '.join(sorted(seen)) or 'none'}) nor a .npy file"
+                        f"stage ({', '.join(sorted(seen)) or 'none'}) nor a kernel file "
+                        f"({' or '.join(KERNEL_FILES)})"
                     )
             return self
 
@@ -343,7 +379,7 @@ def validate_spec(data: dict[str, Any], source: str = "spec", base: Path | None 
             if not path.exists():
                 problems.append(f"inputs.{section}.{key}: file not found: {path}")
     for i, sr in enumerate(spec.superresolution):
-        if sr.kernel.endswith(".npy"):
+        if sr.kernel.endswith(KERNEL_FILES):
             path = Path(sr.kernel)
             if base is not None and not path.is_absolute():
                 path = base / path

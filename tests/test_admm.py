@@ -112,7 +112,7 @@ def test_callback_sees_every_iteration_and_can_stop():
 
 
 def test_problem_operators_are_adjoint_and_periodic():
-    from boneframe.differences import gradient
+    from boneframe.operators import gradient
 
     problem = _problem(TV(), n=6)
     rng = np.random.default_rng(2)
@@ -132,7 +132,7 @@ def test_problem_operators_are_adjoint_and_periodic():
 
 
 def test_fused_kernels_are_the_periodic_differences():
-    from boneframe.differences import gradient, gradient_adjoint
+    from boneframe.operators import gradient, gradient_adjoint
     from boneframe.solvers import admm_kernels as kern
 
     rng = np.random.default_rng(3)

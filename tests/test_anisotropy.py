@@ -8,8 +8,11 @@ from scipy import ndimage
 
 from boneframe.errors import InputError
 from boneframe.interfaces import MetricInput
+from boneframe.metrics import measure
 from boneframe.metrics.anisotropy import (
     DegreeOfAnisotropy,
+    MilFabric,
+    MilRatio,
     fit_fabric,
     mil_fabric,
     sphere_directions,
@@ -110,16 +113,18 @@ def test_errors():
         mil_fabric(np.zeros((4, 4)))
 
 
-def test_metric_strategy():
+def test_metric_strategies_share_one_fabric():
     from pydantic import ValidationError
 
-    metric = DegreeOfAnisotropy(**FAST)
-    assert metric.name == "da" and metric.description
-    data = MetricInput(plates().astype(np.float32) * 100, voxel_size=(50.0, 50.0, 50.0))
-    assert metric(data) > 0.9
-    assert any(k.startswith("mil_fabric:") for k in data.cache)
+    metric, ratio = DegreeOfAnisotropy(**FAST), MilRatio(**FAST)
+    assert metric.name == "da" and metric.description and not metric.has_block_form()
+    data = MetricInput(plates().astype(np.float32) * 100, voxel_size=(50.0,) * 3, threshold=50.0)
+    assert metric(data) > 0.9 and ratio(data) > 3
+    assert list(data.values) == [MilFabric(**FAST)]  # one fabric for both
+    m = measure(plates(), voxel_size=50.0, names=[metric, ratio])
+    assert (m["da"], m["mil_ratio"]) == (metric(data), ratio(data))
     with pytest.raises(InputError, match="isotropic"):
-        metric(MetricInput(plates(), voxel_size=(50.0, 50.0, 100.0)))
+        metric(MetricInput(plates(), voxel_size=(50.0, 50.0, 100.0), threshold=0.5))
     with pytest.raises(ValidationError):
         DegreeOfAnisotropy(directions=2)
     with pytest.raises(ValidationError):

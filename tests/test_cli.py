@@ -57,7 +57,7 @@ def test_existing_output_dir_is_refused_then_overwritten(tmp_path, capsys):
         (["phantom", "{tmp}/x", "--size", "15"], "multiple of p"),
         (["phantom", "{tmp}/x", "--kernel-support", "8"], "odd"),
         (["phantom", "{tmp}/x", "--kernel-sigma", "a,b"], "--kernel-sigma"),
-        (["phantom", "{tmp}/x", "--format", "png"], "unknown --format"),
+        (["phantom", "{tmp}/x", "--format", "png"], "unknown format"),
         (["info", "{tmp}/corrupt.npy"], "cannot read"),
         (["info", "{tmp}/missing.nii.gz"], "no such file"),
     ],

@@ -9,11 +9,10 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from boneframe.chunked.cluster import active_client, use_scheduler
-from boneframe.chunked.kernel import ChunkedKernelProblem, estimate_kernel_chunked
-from boneframe.chunked.operators import forward_model
+from boneframe.compute import active_client, use_scheduler
 from boneframe.errors import InputError
-from boneframe.kernel import KernelProblem, gaussian_start, project_simplex
+from boneframe.kernel import KernelProblem, estimate_kernel, gaussian_start, project_simplex
+from boneframe.operators import forward_model
 from boneframe.phantom import gaussian_kernel, simulate_pair
 from boneframe.regularizers.gradient_l2 import GradientL2
 from boneframe.similarity.mi import MutualInformation
@@ -63,17 +62,17 @@ def test_forward_model_and_l2_estimate_on_the_cluster(cluster, pair) -> None:
     h = gaussian_kernel((1.4, 1.2, 1.0), 7)
     with dask.config.set(scheduler="sync"):
         local_u = forward_model(f, h, 0.05).compute()
-        local = estimate_kernel_chunked(f, g, support=5)
+        local = estimate_kernel(f, g, support=5)
     with use_scheduler(cluster.scheduler_address) as client:
         assert active_client() is client
         with distributed.get_task_stream(client) as stream:
             remote_u = forward_model(f, h, 0.05).compute()
-            remote = estimate_kernel_chunked(f, g, support=5)
+            remote = estimate_kernel(f, g, support=5)
         workers = {t["worker"] for t in stream.data}
     assert active_client() is None
     assert len(stream.data) > 0 and len(workers) == 2  # both workers did the work
     np.testing.assert_allclose(remote_u, local_u, rtol=1e-12, atol=1e-12)
-    rel = np.linalg.norm(remote.kernel - local.kernel) / np.linalg.norm(local.kernel)
+    rel = np.linalg.norm(remote.array - local.array) / np.linalg.norm(local.array)
     # same boxes and tree of sums; the float32 Gram products still round with the
     # BLAS thread count (workers run single-threaded BLAS): ~1e-7 relative
     assert rel < 1e-5
@@ -88,7 +87,7 @@ def test_mi_value_and_gradient_on_the_cluster_equal_in_memory(cluster, pair) -> 
     value, grad = mem.value_and_grad(h)
     f, g = da.from_array(pair.hr, chunks=20), da.from_array(pair.lr, chunks=10)
     with use_scheduler(cluster.scheduler_address):
-        chk = ChunkedKernelProblem(f, g, sim, reg, 5, 2)
+        chk = KernelProblem(f, g, sim, reg, 5, 2)
         remote_value, remote_grad = chk.value_and_grad(h)
     assert remote_value == pytest.approx(value, rel=1e-12)
     assert np.linalg.norm(remote_grad - grad) <= 1e-10 * np.linalg.norm(grad)

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.fft
 import scipy.ndimage
 from scipy.sparse.linalg import LinearOperator, cg
 
-from boneframe.differences import gradient, gradient_adjoint
 from boneframe.errors import InputError
 from boneframe.fourier_solve import (
     FourierNormalSolver,
     circular_convolve,
-    circular_convolve_adjoint,
     circular_kernel,
     laplacian_symbol,
     normal_operator,
 )
-from boneframe.operators import decimate, decimate_adjoint
+from boneframe.operators import Blur, Decimate, ForwardModel, Gradient, dottest
 
 
 def _gaussian(sigma, support=(5, 5, 5), shift=(0.0, 0.0, 0.0), gain=1.0):
@@ -46,21 +45,18 @@ def test_circular_kernel_puts_the_centre_at_the_origin():
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
-def test_circular_convolve_matches_ndimage_wrap(name):
-    h = KERNELS[name]
-    x = np.random.default_rng(0).standard_normal((10, 12, 9))
-    expected = scipy.ndimage.convolve(x, h, mode="wrap")
-    np.testing.assert_allclose(circular_convolve(x, h), expected, atol=1e-12)
-
-
-@pytest.mark.parametrize("name", sorted(KERNELS))
-def test_circular_convolve_adjoint_dot_test(name):
-    h = KERNELS[name]
-    rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((2, 10, 12, 9))
-    lhs = np.vdot(circular_convolve(x, h), y)
-    rhs = np.vdot(x, circular_convolve_adjoint(y, h))
-    assert lhs == pytest.approx(rhs, rel=1e-12)
+def test_periodic_blur_is_the_circular_kernel_spectrum(name):
+    # the solver's Lambda = F(circular_kernel) diagonalises Blur(boundary="periodic")
+    h, shape = KERNELS[name], (10, 12, 9)
+    x = np.random.default_rng(0).standard_normal(shape)
+    spec = scipy.fft.rfftn(x) * scipy.fft.rfftn(circular_kernel(h, shape))
+    spectral = scipy.fft.irfftn(spec, s=shape)
+    np.testing.assert_allclose(Blur(h, shape, boundary="periodic") @ x, spectral, atol=1e-12)
+    np.testing.assert_allclose(circular_convolve(x, h), spectral, atol=1e-12)
+    assert circular_convolve(x.astype(np.float32), h).dtype == np.float32
+    np.testing.assert_allclose(
+        circular_convolve(x, h), scipy.ndimage.convolve(x, h, mode="wrap"), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("half", [False, True])
@@ -68,7 +64,8 @@ def test_laplacian_symbol_is_the_spectrum_of_dtd(half):
     shape = (6, 8, 10)
     delta = np.zeros(shape)
     delta[0, 0, 0] = 1.0
-    column = gradient_adjoint(gradient(delta, "periodic"), "periodic")
+    d = Gradient(shape, "periodic")
+    column = d.rmatvec(d.matvec(delta))
     spectrum = np.fft.rfftn(column) if half else np.fft.fftn(column)
     np.testing.assert_allclose(laplacian_symbol(shape, half), spectrum.real, atol=1e-12)
     assert np.abs(spectrum.imag).max() < 1e-12
@@ -76,9 +73,8 @@ def test_laplacian_symbol_is_the_spectrum_of_dtd(half):
 
 def _cg_solution(h, shape, p, mu, beta, b):
     n = int(np.prod(shape))
-    op = LinearOperator(
-        (n, n), matvec=lambda v: normal_operator(v.reshape(shape), h, p, mu, beta).ravel()
-    )
+    normal = normal_operator(h, shape, p, mu, beta)
+    op = LinearOperator((n, n), matvec=lambda v: normal.matvec(v.reshape(shape)).ravel())
     x, info = cg(op, b.ravel(), rtol=1e-12, maxiter=5000)
     assert info == 0
     return x.reshape(shape)
@@ -100,7 +96,7 @@ def test_exact_solve_matches_cg_on_the_normal_equations(name, p, shape):
     b = np.random.default_rng(4).standard_normal(shape)
     solver = FourierNormalSolver(h, shape, p, mu=mu, beta=beta, dtype=np.float64)
     x = solver.solve(b)
-    residual = normal_operator(x, h, p, mu, beta) - b
+    residual = solver.operator() @ x - b
     assert np.linalg.norm(residual) <= 1e-6 * np.linalg.norm(b)
     x_cg = _cg_solution(h, shape, p, mu, beta, b)
     assert np.linalg.norm(x - x_cg) <= 1e-6 * np.linalg.norm(x_cg)
@@ -111,7 +107,7 @@ def test_float32_solve_is_accurate_to_single_precision():
     b = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
     x = FourierNormalSolver(h, shape, 2, mu=10.0, beta=7.0).solve(b)
     assert x.dtype == np.float32
-    residual = normal_operator(x.astype(np.float64), h, 2, 10.0, 7.0) - b
+    residual = normal_operator(h, shape, 2, 10.0, 7.0) @ x.astype(np.float64) - b
     assert np.linalg.norm(residual) <= 1e-4 * np.linalg.norm(b)
 
 
@@ -119,16 +115,39 @@ def test_float32_solve_is_accurate_to_single_precision():
 def test_data_terms_in_fourier_match_the_spatial_operators(p, shape):
     h = KERNELS["off-centre"]
     solver = FourierNormalSolver(h, shape, p, mu=3.0, beta=1.0, dtype=np.float64)
+    model = ForwardModel(h, p, shape, boundary="periodic")
     rng = np.random.default_rng(6)
     x = rng.standard_normal(shape)
     g = rng.standard_normal(solver.lr_shape)
+    # U H x: Fourier (aliasing fold) against the spatial composition Decimate @ Blur
+    ux = solver.lr_inverse(solver.blurred_decimated(solver.forward(x)))
+    np.testing.assert_allclose(ux, model.matvec(x), atol=1e-12)
+    np.testing.assert_allclose(ux, solver.forward_model @ x, atol=1e-12)
     # mu H^T U^T g
-    expected = 3.0 * circular_convolve_adjoint(decimate_adjoint(g, p, shape), h)
+    expected = 3.0 * model.rmatvec(g)
     np.testing.assert_allclose(solver.inverse(solver.data_rhs(g)), expected, atol=1e-10)
     # ||U H x - g||² through Parseval
-    r = decimate(circular_convolve(x, h), p) - g
+    r = model.matvec(x) - g
     spec = solver.blurred_decimated(solver.forward(x)) - solver.lr_spectrum(g)
     assert solver.lr_norm2(spec) == pytest.approx(float(np.sum(r**2)), rel=1e-10)
+
+
+def test_the_solved_matrix_is_composed_from_the_operator_family():
+    h, shape, p = KERNELS["anisotropic"], (8, 10, 8), 2
+    normal = normal_operator(h, shape, p, mu=2.0, beta=0.5)
+    dottest(normal, rng=0)  # symmetric: its own adjoint
+    x = np.random.default_rng(7).standard_normal(shape)
+    blur, dec, grad = (
+        Blur(h, shape, boundary="periodic"),
+        Decimate(shape, p),
+        Gradient(shape, "periodic"),
+    )
+    literal = 2.0 * blur.rmatvec(dec.rmatvec(dec.matvec(blur.matvec(x))))
+    literal += 0.5 * grad.rmatvec(grad.matvec(x))
+    np.testing.assert_allclose(normal @ x, literal, rtol=1e-12)
+    np.testing.assert_allclose(normal @ x, normal.T @ x, rtol=1e-12)
+    solver = FourierNormalSolver(h, shape, p, mu=2.0, beta=0.5, dtype=np.float64)
+    np.testing.assert_allclose(solver.solve(normal @ x), x, atol=1e-9)
 
 
 def test_invalid_problems_are_refused():

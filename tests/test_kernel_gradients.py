@@ -146,7 +146,27 @@ def test_gram_matches_the_design_matrix(support, p) -> None:
         e = np.zeros(n)
         e[k] = 1.0
         x[:, k] = prob.predict(e.reshape(support), c=-prob.f_mean).ravel()
-    xtx, xt1, xtg = prob.gram()
+    gram = prob.boxes.gram()
+    xtx, xt1, xtg = gram["xtx"], gram["xt1"], gram["xtg"]
+    g_valid = np.asarray(g)[prob.boxes.lr_slices]
     np.testing.assert_allclose(xtx, x.T @ x, rtol=1e-5, atol=1e-5 * np.abs(x.T @ x).max())
     np.testing.assert_allclose(xt1, x.sum(axis=0), rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(xtg, x.T @ prob.g.ravel(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(xtg, x.T @ g_valid.ravel(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(("support", "p"), [(5, 2), ((5, 3, 7), (2, 1, 3))])
+def test_the_design_is_the_forward_model_and_its_adjoint(rng, support, p) -> None:
+    """One forward model: a box's design matrix applied to a kernel is the valid
+    part of ``U(h * f)`` of the operator family, and its transpose passes the
+    shared dot test."""
+    from boneframe.operators import ForwardModel, dottest
+
+    f = rng.random((23, 20, 25))
+    q = (p,) * 3 if isinstance(p, int) else p
+    g = rng.random(tuple(-(-n // s) for n, s in zip(f.shape, q, strict=True)))
+    prob = KernelProblem(f, g, L2(), GradientL2(weight=0.0), support, p)
+    h = rng.random(prob.support)
+    expected = ForwardModel(h, p, f.shape, mode="valid").matvec(f)
+    np.testing.assert_allclose(prob.predict(h, 0.0), expected, rtol=1e-10, atol=1e-12)
+    (design, _, _), = prob.boxes.parts
+    assert dottest(design, rng=1) < 1e-11

@@ -8,7 +8,7 @@ import pytest
 
 from boneframe.errors import InputError
 from boneframe.kernel import KernelProblem, estimate_kernel, project_simplex
-from boneframe.kernel_summary import summarize_kernel
+from boneframe.kernel.summary import summarize_kernel
 from boneframe.phantom import gaussian_kernel, simulate_pair
 from boneframe.pipeline import kernel_error
 from boneframe.registry import get_registry
@@ -74,8 +74,8 @@ def test_mi_recovers_the_kernel_where_l2_degrades(pair, grey_map):
     g = GREY_MAPS[grey_map](pair.lr.astype(np.float64)).astype(np.float32)
     mi = estimate_kernel(pair.hr, g, similarity="mi", solver="gradient-descent")
     l2 = estimate_kernel(pair.hr, g)
-    err_mi, err_l2 = kernel_error(mi.kernel, TRUE), kernel_error(l2.kernel, TRUE)
-    assert err_mi < 0.10 and _fwhm_error(mi.kernel) < 0.10, (err_mi, _fwhm_error(mi.kernel))
+    err_mi, err_l2 = kernel_error(mi.array, TRUE), kernel_error(l2.array, TRUE)
+    assert err_mi < 0.10 and _fwhm_error(mi.array) < 0.10, (err_mi, _fwhm_error(mi.array))
     assert mi.history and "mi_loss" in mi.history[-1]
     if grey_map == "identity":
         assert mi.gain == pytest.approx(0.9, rel=0.02)
@@ -87,5 +87,5 @@ def test_mi_recovers_the_kernel_where_l2_degrades(pair, grey_map):
 def test_mi_can_start_from_the_l2_estimate(pair):
     l2 = estimate_kernel(pair.hr, pair.lr)
     mi = estimate_kernel(pair.hr, pair.lr, similarity="mi", solver="gradient-descent",
-                         init=l2.kernel)  # fmt: skip
-    assert kernel_error(mi.kernel, TRUE) < 0.08
+                         init=l2.array)  # fmt: skip
+    assert kernel_error(mi.array, TRUE) < 0.08

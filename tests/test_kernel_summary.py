@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from boneframe.errors import InputError
-from boneframe.kernel_summary import fwhm, line_spread, mtf, mtf_crossing, summarize_kernel
+from boneframe.kernel.summary import fwhm, line_spread, mtf, mtf_crossing, summarize_kernel
 from boneframe.phantom import gaussian_kernel
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.3548

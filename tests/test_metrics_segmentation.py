@@ -17,6 +17,7 @@ from boneframe.metrics import (
     dice,
     histogram,
     intensity_range,
+    measure,
     otsu_from_histogram,
     otsu_threshold,
     psnr,
@@ -97,16 +98,21 @@ def test_dice_matches_formula(rng: np.random.Generator) -> None:
 def test_dice_metric_uses_each_volumes_otsu(rng: np.random.Generator) -> None:
     reference = grey_bone(rng)
     estimate = 0.5 * ndimage.gaussian_filter(reference, 1) + 40.0  # other grey scale
-    data = MetricInput(estimate, reference)
+    m = measure(estimate, reference, names=["dice"])
     a = estimate > threshold_otsu(estimate)
     b = reference > threshold_otsu(reference)
     expected = 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
-    assert Dice()(data) == pytest.approx(expected)
-    assert Otsu()(data) == pytest.approx(float(threshold_otsu(estimate)))
-    # Given thresholds replace Otsu's.
-    given = MetricInput(estimate, reference, threshold=400.0, reference_threshold=900.0)
+    assert m["dice"] == pytest.approx(expected)
+    assert m["threshold"] == pytest.approx(float(threshold_otsu(estimate)))
+    assert m["reference_threshold"] == pytest.approx(float(threshold_otsu(reference)))
+    # Given thresholds replace Otsu's (the volume's is still reported as otsu).
+    m = measure(estimate, reference, threshold=400.0, reference_threshold=900.0,
+                names=["dice", Otsu()])  # fmt: skip
     a, b = estimate > 400.0, reference > 900.0
-    assert Dice()(given) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+    assert m["dice"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+    assert m["otsu"] == pytest.approx(float(threshold_otsu(estimate)))
+    given = MetricInput(estimate, reference, threshold=400.0, reference_threshold=900.0)
+    assert Dice()(given) == m["dice"]
 
 
 def test_dice_shapes_must_match() -> None:

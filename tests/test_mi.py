@@ -9,11 +9,10 @@ from scipy.signal import fftconvolve
 
 from boneframe.errors import InputError
 from boneframe.operators import decimate_adjoint, forward_model, valid_lr_slices
+from boneframe.parzen import node_window
 from boneframe.phantom import DEFAULT_SHIFT, DEFAULT_SIGMA, gaussian_kernel, simulate_pair
 from boneframe.similarity.l2 import L2
-from boneframe.similarity.mi import MutualInformation, _node_window
-
-PLACEMENTS = ["moments", "extremes"]
+from boneframe.similarity.mi import MutualInformation
 
 
 def _bin_coordinates(x: np.ndarray, bins: int) -> np.ndarray:
@@ -21,11 +20,9 @@ def _bin_coordinates(x: np.ndarray, bins: int) -> np.ndarray:
     return (bins - 1) * (x - x.min()) / (x.max() - x.min())
 
 
-def _placed(u: np.ndarray, g: np.ndarray, bins: int, placement: str) -> np.ndarray:
-    """Bin coordinates of u: by its own range, or matched to g's mean and std and
-    binned over g's range (clipped to the grid)."""
-    if placement == "extremes":
-        return _bin_coordinates(u, bins)
+def _placed(u: np.ndarray, g: np.ndarray, bins: int) -> np.ndarray:
+    """Bin coordinates of u: matched to g's mean and std and binned over g's range
+    (clipped to the grid)."""
     u, g = np.ravel(u).astype(np.float64), np.ravel(g).astype(np.float64)
     matched = g.mean() + g.std() * (u - u.mean()) / u.std()
     return np.clip((bins - 1) * (matched - g.min()) / (g.max() - g.min()), 0, bins - 1)
@@ -35,13 +32,13 @@ def _gauss(t: np.ndarray, beta: float) -> np.ndarray:
     return np.exp(-(t**2) / beta**2)
 
 
-def _mi_literal(u, g, bins: int, beta: float, window=None, placement="extremes") -> float:
+def _mi_literal(u, g, bins: int, beta: float, window=None) -> float:
     """-MI straight from the definition: every voxel against every pair of bins.
 
     ``window(a, i)`` is the Parzen window of a sample at bin coordinate ``a`` for
     bin ``i``; the default is the Gaussian ``exp(-(a - i)^2 / beta^2)``.
     """
-    a, b = _placed(u, g, bins, placement), _bin_coordinates(g, bins)
+    a, b = _placed(u, g, bins), _bin_coordinates(g, bins)
     centres = np.arange(bins)
     if window is None:
         wa, wb = _gauss(a[:, None] - centres, beta), _gauss(b[:, None] - centres, beta)
@@ -63,7 +60,7 @@ def _interpolated_window(beta: float, s: int):
         tau = (np.arange(count) - 1.0) / s
         knots = (np.arange(count + 3) - 2.5) / s  # each basis centred on its node
         return np.stack(
-            [BSpline(knots, _node_window(tau - i, beta, s), 2)(a) for i in centres], axis=1
+            [BSpline(knots, node_window(tau - i, beta, s), 2)(a) for i in centres], axis=1
         )
 
     return window
@@ -94,36 +91,36 @@ def test_defaults_and_flags():
     assert MutualInformation.quadratic is False
 
 
-@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize(("bins", "beta"), [(8, 0.7), (16, 1.0), (32, 1.5)])
-def test_exact_mode_is_the_literal_formula(small_pair, bins, beta, placement):
+def test_exact_mode_is_the_literal_formula(small_pair, bins, beta):
     u, g = small_pair
-    mi = MutualInformation(bins=bins, parzen_width=beta, method="exact", placement=placement)
-    ref = _mi_literal(u, g, bins, beta, placement=placement)
+    mi = MutualInformation(bins=bins, parzen_width=beta, method="exact")
+    ref = _mi_literal(u, g, bins, beta)
     assert mi(u, g) == pytest.approx(ref, rel=1e-10)
 
 
-@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize(("bins", "beta", "s"), [(8, 0.7, 2), (16, 1.0, 4), (32, 1.5, 8)])
-def test_splat_mode_is_the_literal_formula_with_its_window(small_pair, bins, beta, s, placement):
+def test_splat_mode_is_the_literal_formula_with_its_window(small_pair, bins, beta, s):
     """Splatting + smoothing is exact for the spline-interpolated window."""
     u, g = small_pair
-    mi = MutualInformation(bins=bins, parzen_width=beta, oversampling=s, placement=placement)
-    ref = _mi_literal(u, g, bins, beta, _interpolated_window(beta, s), placement)
+    mi = MutualInformation(bins=bins, parzen_width=beta, oversampling=s)
+    ref = _mi_literal(u, g, bins, beta, _interpolated_window(beta, s))
     assert mi(u, g) == pytest.approx(ref, rel=1e-10)
 
 
 def test_moments_placement_clips_outliers_to_the_grid_ends(small_pair):
     """A far outlier of u lands on the last bin (no gradient) instead of squeezing
-    every other voxel into a few bins, as it does with the extremes placement."""
+    every other voxel into a few bins, as binning u by its own range would."""
     u, g = small_pair
     spiked = u.copy()
     spiked.flat[0] = u.max() + 50 * u.std()
     mi = MutualInformation(bins=16, method="exact")
     value, grad = mi.value_and_grad(spiked, g)
-    assert value == pytest.approx(_mi_literal(spiked, g, 16, 1.5, placement="moments"), rel=1e-10)
-    extremes = MutualInformation(bins=16, method="exact", placement="extremes")
-    assert abs(value) > 1.5 * abs(extremes(spiked, g))
+    assert value == pytest.approx(_mi_literal(spiked, g, 16, 1.5), rel=1e-10)
+    # binned by its own range instead, the outlier squeezes the others together
+    a, b = _bin_coordinates(spiked, 16), _bin_coordinates(g, 16)
+    by_range = MutualInformation(bins=16, method="exact").information_and_slope(a, b, False)[0]
+    assert abs(value) > 1.5 * abs(by_range)
     # its own slope is zero; it still moves the others through the mean and std
     eps = 1e-6
     e = np.zeros(u.size)
@@ -157,37 +154,33 @@ def test_two_voxels_by_hand():
     assert expected < -0.5  # the two clusters are well separated: MI near log 2
 
 
-@pytest.mark.parametrize(
-    ("placement", "gradient_error"), [("moments", 2.5e-3), ("extremes", 1.5e-3)]
-)
-def test_splat_approximation_error(phantom, small_pair, placement, gradient_error):
+def test_splat_approximation_error(phantom, small_pair):
     """The fast estimator vs the literal Gaussian sums, values and gradients.
 
-    Measured at the defaults (oversampling 2): value 5e-8 / 9e-7, gradient 0.12 % /
-    0.07 % (moments / extremes).
+    Measured at the defaults (oversampling 2): value 5e-8, gradient 0.12 %.
     """
+    gradient_error = 2.5e-3
     _, u, g = phantom
-    exact = MutualInformation(method="exact", placement=placement)
-    fast = MutualInformation(placement=placement)
+    exact = MutualInformation(method="exact")
+    fast = MutualInformation()
     v_exact, g_exact = exact.value_and_grad(u, g)
     v_fast, g_fast = fast.value_and_grad(u, g)
     assert abs(v_fast - v_exact) <= 2e-6 * abs(v_exact)
     assert np.linalg.norm(g_fast - g_exact) <= gradient_error * np.linalg.norm(g_exact)
     # the error falls as 1/oversampling^2 (a linear splat's would halve only)
-    finer = MutualInformation(placement=placement, oversampling=4).grad(u, g)
+    finer = MutualInformation(oversampling=4).grad(u, g)
     assert np.linalg.norm(finer - g_exact) <= 0.35 * np.linalg.norm(g_fast - g_exact)
     # Few voxels: the bias correction cannot lean on averaging; still 1e-3.
     su, sg = small_pair
     assert fast(su, sg) == pytest.approx(exact(su, sg), rel=1e-3)
 
 
-@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("method", ["splat", "exact"])
 @pytest.mark.parametrize(("bins", "beta"), [(16, 1.0), (128, 1.5)])
-def test_gradient_matches_finite_differences(rng, method, bins, beta, placement):
+def test_gradient_matches_finite_differences(rng, method, bins, beta):
     g = rng.random((9, 8, 7))
     u = np.sqrt(g) + 0.1 * rng.standard_normal(g.shape)
-    mi = MutualInformation(bins=bins, parzen_width=beta, method=method, placement=placement)
+    mi = MutualInformation(bins=bins, parzen_width=beta, method=method)
     value, grad = mi.value_and_grad(u, g)
     assert value == mi(u, g)
     np.testing.assert_array_equal(grad, mi.grad(u, g))
@@ -198,7 +191,7 @@ def test_gradient_matches_finite_differences(rng, method, bins, beta, placement)
 
     d = rng.standard_normal(u.shape)
     assert np.vdot(grad, d) == pytest.approx(directional(d), rel=1e-4)
-    # Single voxels, including the extremes whose gradient carries the range terms.
+    # Single voxels, including the extremes (clipped to the grid ends, maybe).
     picks = list(rng.choice(u.size, 3, replace=False)) + [int(u.argmin()), int(u.argmax())]
     for flat in picks:
         e = np.zeros(u.size)
@@ -207,11 +200,10 @@ def test_gradient_matches_finite_differences(rng, method, bins, beta, placement)
         assert grad.flat[flat] == pytest.approx(fd, rel=1e-4, abs=1e-9 * abs(value))
 
 
-@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("method", ["splat", "exact"])
-def test_invariant_to_affine_maps(small_pair, method, placement):
+def test_invariant_to_affine_maps(small_pair, method):
     u, g = small_pair
-    mi = MutualInformation(bins=16, method=method, placement=placement)
+    mi = MutualInformation(bins=16, method=method)
     value, grad = mi.value_and_grad(u, g)
     assert mi(3.0 * u - 7.0, g) == pytest.approx(value, rel=1e-12)
     assert mi(u, 0.5 * g + 100.0) == pytest.approx(value, rel=1e-12)
@@ -326,3 +318,26 @@ def test_input_errors(small_pair):
         MutualInformation(parzen_width=0.0)
     with pytest.raises(ValueError):
         MutualInformation(bin_count=64)
+
+
+def test_information_of_stacked_histograms_is_each_ones():
+    """Leading axes of a joint histogram are independent histograms (the windows of
+    a local MI): each is normalised and measured on its own, empty cells included."""
+    from boneframe.parzen import information
+
+    rng = np.random.default_rng(5)
+    q = rng.random((2, 3, 1, 6, 6)) ** 4
+    q[q < 0.05] = 0.0  # underflowed cells: no mass, no gradient
+    mi, centred, z = information(q)
+    assert mi.shape == z.shape == (2, 3, 1) and centred.shape == q.shape
+    for k in np.ndindex(q.shape[:3]):
+        p = q[k] / q[k].sum()
+        outer = np.outer(p.sum(axis=1), p.sum(axis=0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_ratio = np.where(p > 0, np.log(p / outer), 0.0)
+        expected = float(np.sum(p * log_ratio))
+        assert mi[k] == pytest.approx(expected, rel=1e-13)
+        assert z[k] == pytest.approx(q[k].sum(), rel=1e-14)
+        np.testing.assert_allclose(centred[k], log_ratio - expected, rtol=1e-12, atol=1e-14)
+        single = information(q[k])
+        assert isinstance(single[0], float) and single[0] == pytest.approx(expected, rel=1e-13)

@@ -66,7 +66,7 @@ def test_failed_run_leaves_nothing(tmp_path, capsys):
     spec = {
         "version": 1,
         "inputs": {"phantom": {"size": 16}},
-        "superresolution": [{"name": "s", "kernel": str(bad)}],
+        "superresolution": [{"name": "s", "kernel": str(bad), "offset": 0.0}],
     }
     (tmp_path / "s.json").write_text(json.dumps(spec))
     assert main(["run", str(tmp_path / "s.json"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
@@ -79,7 +79,7 @@ def raw_scans(tmp_path) -> Path:
     """A misregistered micro-CT (uct.npy) / HR-pQCT (hrpqct.npy) pair in ``tmp_path``."""
     pytest.importorskip("SimpleITK")
     from boneframe.io import write_volume
-    from boneframe.registration_phantom import simulate_pair, synthetic_structure
+    from boneframe.registration.phantom import simulate_pair, synthetic_structure
 
     pair = simulate_pair(
         synthetic_structure(150, seed=3),
@@ -140,9 +140,9 @@ def test_demo_on_raw_scans_registers_them(raw_scans, tmp_path, capsys):
 
 
 def test_structure_metrics_join_the_history_every_kth_iteration():
-    from boneframe.metrics import compute_metrics
+    from boneframe.metrics import measure
     from boneframe.phantom import micro_ct, trabecular_occupancy
-    from boneframe.pipeline import iteration_metric_fn
+    from boneframe.superres.iteration_metrics import iteration_metrics as iteration_metric_fn
 
     ref = micro_ct(trabecular_occupancy(32, seed=1))
     est = ref + np.random.default_rng(0).normal(0, 0.05, ref.shape).astype(np.float32)
@@ -155,7 +155,7 @@ def test_structure_metrics_join_the_history_every_kth_iteration():
         (True, True),
         (False, False),
     ]
-    expected = compute_metrics(est, voxel_size=41.0, names=["tb_th", "tb_sp"])
+    expected = measure(est, voxel_size=41.0, names=["tb_th", "tb_sp"])
     assert records[0]["tb_th"] == expected["tb_th"] and records[3]["tb_sp"] == expected["tb_sp"]
     assert all("psnr" in r and "conn_d" in r for r in records)
     # anisotropic voxels or 0: never

@@ -18,17 +18,19 @@ from boneframe.registration import (  # noqa: E402
     RegistrationError,
     RegistrationParams,
     RigidTransform,
+    estimate_transform,
     fine_grid,
+    from_sitk,
     read_transform,
     register,
     resample_to_fine_grid,
     run_registration,
+    smooth_and_shrink,
+    to_sitk,
     transform_difference,
     write_transform,
 )
-from boneframe.registration_phantom import simulate_pair, synthetic_structure  # noqa: E402
-from boneframe.registration_resample import smooth_and_shrink  # noqa: E402
-from boneframe.registration_sitk import from_sitk, to_sitk  # noqa: E402
+from boneframe.registration.phantom import simulate_pair, synthetic_structure  # noqa: E402
 from boneframe.volume import Volume  # noqa: E402
 
 
@@ -171,7 +173,7 @@ def test_int16_stays_int16_rounded_and_outside_is_fill(rng):
 def test_smooth_and_shrink_in_slabs_equals_whole_volume(rng, monkeypatch):
     from scipy.ndimage import gaussian_filter
 
-    import boneframe.registration_resample as rr
+    import boneframe.registration.resample as rr
 
     data = rng.random((41, 23, 30), dtype=np.float32)
     moving = Volume(data, voxel_size=(24.0, 30.0, 20.0))
@@ -221,6 +223,8 @@ def test_mirrored_pair_is_refused():
     )
     with pytest.raises(InputError, match="mirror"):
         register(moving, fixed)
+    with pytest.raises(InputError, match="mirror"):
+        estimate_transform(moving, fixed)
 
 
 def test_parameters_are_validated():
@@ -246,15 +250,46 @@ def small_pair():
     )
 
 
-def test_same_seed_gives_identical_parameters(small_pair):
-    a = register(small_pair.moving, small_pair.fixed, RegistrationParams(seed=5))
-    b = register(small_pair.moving, small_pair.fixed, RegistrationParams(seed=5))
+def test_same_seed_gives_identical_parameters_and_register_is_one_call(small_pair):
+    a = estimate_transform(small_pair.moving, small_pair.fixed, RegistrationParams(seed=5))
+    b, fine = register(small_pair.moving, small_pair.fixed, seed=5, interp="bspline")
     np.testing.assert_array_equal(a.transform.matrix, b.transform.matrix)
     assert a.transform.translation_um == b.transform.translation_um
     assert a.metric_final == b.metric_final
-    c = register(small_pair.moving, small_pair.fixed, RegistrationParams(seed=6))
+    assert b.params == RegistrationParams(seed=5, interp="bspline")
+    assert "resample" in b.times_s
+    c = estimate_transform(small_pair.moving, small_pair.fixed, RegistrationParams(seed=6))
     assert c.transform.translation_um != a.transform.translation_um
     assert transform_difference(a.transform, small_pair.truth, small_pair.fixed)[1] < 10
+    # Volume out: the micro-CT on the fine grid, voxel 2i on HR-pQCT voxel i
+    fixed = small_pair.fixed
+    assert isinstance(fine, Volume) and fine.shape == tuple(2 * n for n in fixed.shape)
+    np.testing.assert_allclose(fine.origin, fixed.origin, atol=1e-9)
+    np.testing.assert_allclose(fine.voxel_size, np.asarray(fixed.voxel_size) / 2)
+    same = resample_to_fine_grid(small_pair.moving, fixed, b.transform, interp="bspline")
+    np.testing.assert_array_equal(fine.data, same.data)
+
+
+def test_register_validates_its_keywords(small_pair):
+    moving, fixed = small_pair.moving, small_pair.fixed
+    with pytest.raises(InputError, match="learning_rte"):
+        register(moving, fixed, learning_rte=0.1)
+    with pytest.raises(InputError, match=r"interp: .*'linear' or 'bspline'"):
+        register(moving, fixed, RegistrationParams(seed=3), interp="cubic")
+    with pytest.raises(InputError, match="moving must be a Volume"):
+        register(moving.numpy(), fixed)
+
+
+def test_importing_registration_does_not_import_simpleitk():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, boneframe.registration, boneframe.registration.phantom, boneframe.spec; "
+        "print('SimpleITK' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_run_registration_writes_volume_transform_and_report(small_pair, tmp_path):
@@ -281,7 +316,7 @@ def test_run_registration_writes_volume_transform_and_report(small_pair, tmp_pat
 
 
 def test_run_registration_refuses_a_failed_registration(small_pair, tmp_path, monkeypatch):
-    import boneframe.registration as reg
+    import boneframe.registration.workflow as workflow
 
     write_volume(small_pair.moving, tmp_path / "uct.npy")
     # the HR-pQCT reaching far beyond the micro-CT: too little overlap
@@ -300,12 +335,12 @@ def test_run_registration_refuses_a_failed_registration(small_pair, tmp_path, mo
     assert not (tmp_path / "f.npy").exists() and not (tmp_path / "f.tfm").exists()
 
     def no_gain(*args, **kwargs):
-        result = register(*args, **kwargs)
+        result = estimate_transform(*args, **kwargs)
         result.metric_final = result.metric_initial
         return result
 
     write_volume(small_pair.fixed, tmp_path / "hr2.npy")
-    monkeypatch.setattr(reg, "register", no_gain)
+    monkeypatch.setattr(workflow, "estimate_transform", no_gain)
     with pytest.raises(RegistrationError, match="no better"):
         run_registration(tmp_path / "uct.npy", tmp_path / "hr2.npy", tmp_path / "f.npy")
     assert not (tmp_path / "f.npy").exists()
@@ -317,11 +352,11 @@ def test_a_start_outside_the_micro_ct_is_a_clear_error(tmp_path, rng):
     far = RigidTransform(np.eye(3), translation_um=(50000.0, 0.0, 0.0))
     write_transform(far, tmp_path / "far.tfm")
     with pytest.raises(RegistrationError, match="do not sufficiently overlap"):
-        register(moving, fixed, RegistrationParams(init=str(tmp_path / "far.tfm")))
+        estimate_transform(moving, fixed, RegistrationParams(init=str(tmp_path / "far.tfm")))
 
 
 def test_metric_samples_per_level_between_the_bounds():
-    from boneframe.registration import _sampling
+    from boneframe.registration.optimise import _sampling
 
     p = RegistrationParams()  # 25 %, at least 1e5, at most 1e6 samples; shrink 2-1-1
     assert _sampling(p, 40**3) == [1.0, 1.0, 1.0]  # small scans: every voxel

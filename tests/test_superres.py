@@ -42,20 +42,20 @@ def _baseline(pair):
 
 def test_beats_spline_upsampling_with_the_defaults(pair, result):
     assert isinstance(result, SuperResolution)
-    assert result.volume.shape == pair.hr.shape and result.volume.dtype == np.float32
+    assert result.array.shape == pair.hr.shape and result.array.dtype == np.float32
     assert result.converged and 1 < result.iterations < 300
     base = _baseline(pair)
-    assert psnr(pair.hr, result.volume) >= psnr(pair.hr, base) + 2.5
-    assert dice(pair.hr, result.volume) > dice(pair.hr, base) + 0.03
+    assert psnr(pair.hr, result.array) >= psnr(pair.hr, base) + 2.5
+    assert dice(pair.hr, result.array) > dice(pair.hr, base) + 0.03
 
 
 def test_the_defaults_are_scale_free(pair, result):
     big = super_resolve(1000 * pair.lr, pair.kernel, offset=1000 * pair.offset, p=pair.p)
     assert big.iterations == result.iterations
-    np.testing.assert_allclose(big.volume / 1000, result.volume, atol=1e-3)
+    np.testing.assert_allclose(big.array / 1000, result.array, atol=1e-3)
     hr = 1000 * pair.hr
-    assert psnr(hr, big.volume) >= psnr(hr, 1000 * _baseline(pair)) + 2.5
-    assert dice(hr, big.volume) > dice(hr, 1000 * _baseline(pair))
+    assert psnr(hr, big.array) >= psnr(hr, 1000 * _baseline(pair)) + 2.5
+    assert dice(hr, big.array) > dice(hr, 1000 * _baseline(pair))
 
 
 def test_gain_offset_and_anisotropic_factor():
@@ -63,11 +63,11 @@ def test_gain_offset_and_anisotropic_factor():
     pair = simulate_pair((48, 48, 32), 1, kernel=kernel, offset=0.3, noise=0.01, p=(2, 2, 1))
     res = super_resolve(pair.lr, pair.kernel, offset=0.3, p=(2, 2, 1))
     base = _baseline(pair)
-    assert res.volume.shape == pair.hr.shape
+    assert res.array.shape == pair.hr.shape
     # f itself: the offset removed, the gain left in the model
-    assert abs(np.median(res.volume) - np.median(pair.hr)) < 0.05
-    assert psnr(pair.hr, res.volume) >= psnr(pair.hr, base) + 2.5
-    assert dice(pair.hr, res.volume) > dice(pair.hr, base)
+    assert abs(np.median(res.array) - np.median(pair.hr)) < 0.05
+    assert psnr(pair.hr, res.array) >= psnr(pair.hr, base) + 2.5
+    assert dice(pair.hr, res.array) > dice(pair.hr, base)
 
 
 def test_history_metrics_and_callback():
@@ -84,7 +84,7 @@ def test_history_metrics_and_callback():
         res.history[0]
     )
     # the default PSNR is the paper's on the whole volume
-    f, e = pair.hr.astype(np.float64), res.volume.astype(np.float64)
+    f, e = pair.hr.astype(np.float64), res.array.astype(np.float64)
     expected = -10 * np.log10(np.mean((f - e) ** 2) / (f.max() - f.min()) ** 2)
     assert res.history[-1]["psnr"] == pytest.approx(expected, rel=1e-4)
     # any metric function, and no metrics without a reference
@@ -98,7 +98,7 @@ def test_history_metrics_and_callback():
 def test_gradient_l2_regulariser_by_name():
     pair = simulate_pair(32, 3, noise=0.01)
     res = super_resolve(pair.lr, pair.kernel, regularizer="gradient-l2", max_iter=20)
-    assert np.isfinite(res.volume).all() and res.iterations >= 1
+    assert np.isfinite(res.array).all() and res.iterations >= 1
 
 
 def test_upsample_spline_puts_hr_voxel_p_i_on_lr_voxel_i():

@@ -15,15 +15,17 @@ import pytest
 
 from boneframe.errors import InputError
 from boneframe.interfaces import MetricInput
-from boneframe.metrics.thickness import (
+from boneframe.metrics import (
+    DegreeOfAnisotropy,
+    MilRatio,
     TrabecularNumber,
     TrabecularSeparation,
     TrabecularThickness,
-    local_thickness,
-    structure_metrics,
-    thickness_map,
-    trabecular_number,
+    measure,
 )
+from boneframe.metrics.thickness import local_thickness, thickness_map, trabecular_number
+
+THICKNESS = ["tb_th", "tb_th_sd", "tb_th_max", "tb_sp", "tb_sp_sd", "tb_sp_max", "tb_n"]
 
 
 # -- shapes --------------------------------------------------------------------------
@@ -109,13 +111,13 @@ def test_sphere_max():
 def test_plates_thickness_separation_number():
     # means over each phase (every voxel is exact): Tb.Th 4, Tb.Sp 12 (the half
     # marrow layers at the border measure 12 too: the border is not bone),
-    # Tb.N = 1/16 per voxel; 1 mm voxels give the values per voxel
-    m = structure_metrics(plates(), 1000.0, anisotropy=False)
-    assert m["tb_th"] == pytest.approx(4, abs=1e-6)
-    assert m["tb_th_max"] == pytest.approx(4, abs=1e-6)
-    assert m["tb_sp"] == pytest.approx(12, abs=1e-6)
-    assert m["tb_sp_max"] == pytest.approx(12, abs=1e-6)
-    assert m["tb_th_sd"] == pytest.approx(0, abs=1e-6)
+    # Tb.N = 1/16 per voxel; 1 mm voxels: 4000 and 12000 µm, 1/16 per mm
+    m = measure(plates(), voxel_size=1000.0, names=THICKNESS)
+    assert m["tb_th"] == pytest.approx(4000, abs=1e-3)
+    assert m["tb_th_max"] == pytest.approx(4000, abs=1e-3)
+    assert m["tb_sp"] == pytest.approx(12000, abs=1e-3)
+    assert m["tb_sp_max"] == pytest.approx(12000, abs=1e-3)
+    assert m["tb_th_sd"] == pytest.approx(0, abs=1e-3)
     assert m["tb_n"] == pytest.approx(1 / 16, abs=1e-9)
     marrow = thickness_map(plates(), 1000.0, phase="marrow")
     assert np.isnan(marrow[plates()]).all() and np.isfinite(marrow[~plates()]).all()
@@ -123,7 +125,7 @@ def test_plates_thickness_separation_number():
 
 def test_plate_model_of_tb_n():
     # BV/TV / Tb.Th = (4/16) / 4 mm = 1/16 mm⁻¹: the models agree on plates
-    m = structure_metrics(plates(), 1000.0, anisotropy=False, tb_n_model="plate")
+    m = measure(plates(), voxel_size=1000.0, names=[TrabecularNumber(model="plate")])
     assert m["tb_n"] == pytest.approx(1 / 16, abs=1e-9)
     assert trabecular_number(0.1, 0.4, 0.2, "plate") == pytest.approx(2.0)
     assert trabecular_number(0.1, 0.4, 0.2, "inverse_sum") == pytest.approx(2.0)
@@ -134,8 +136,8 @@ def test_plate_model_of_tb_n():
 def test_units_follow_the_voxel_size():
     lt = local_thickness(slab(4), 41.0)
     assert lt.mean == pytest.approx(164.0, rel=1e-6)
-    m = structure_metrics(slab(4), 41.0, anisotropy=False)
-    assert m["tb_th"] == pytest.approx(0.164, rel=1e-6)
+    m = measure(slab(4), voxel_size=41.0, names=["tb_th"])
+    assert m["tb_th"] == pytest.approx(164.0, rel=1e-6) and m["units"]["tb_th"] == "µm"
 
 
 def test_map_is_nan_outside_the_phase():
@@ -306,10 +308,10 @@ def test_anisotropic_voxels_are_refused():
     vol = slab(4)
     with pytest.raises(InputError, match="isotropic"):
         local_thickness(vol, (41.0, 41.0, 82.0))
+    m = measure(vol, voxel_size=(82.0, 41.0, 41.0), names=["tb_th", "bv_tv"])
+    assert m["tb_th"] is None and "isotropic" in m["skipped"]["tb_th"] and m["bv_tv"] > 0
     with pytest.raises(InputError, match="isotropic"):
-        structure_metrics(vol, (82.0, 41.0, 41.0))
-    with pytest.raises(InputError, match="isotropic"):
-        TrabecularThickness()(MetricInput(vol, voxel_size=(41.0, 41.0, 82.0)))
+        TrabecularThickness()(MetricInput(vol, voxel_size=(41.0, 41.0, 82.0), threshold=0.5))
 
 
 def test_bad_inputs():
@@ -318,34 +320,34 @@ def test_bad_inputs():
     with pytest.raises(InputError):
         local_thickness(slab(4), phase="air")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="voxel size"):
-        TrabecularThickness()(MetricInput(slab(4)))
+        TrabecularThickness()(MetricInput(slab(4), threshold=0.5))
     with pytest.raises(InputError):
         local_thickness(slab(4), 0.0)
 
 
-def test_metric_strategies_share_one_binarisation(monkeypatch):
-    import boneframe.metrics.thickness as thickness
+def test_metric_strategies_share_one_map_per_phase(monkeypatch):
+    import boneframe.metrics.trabecular as trabecular
 
     calls = []
-    real = thickness.local_thickness
+    real = trabecular.thickness_of_block
 
-    def counting(*args, **kwargs):
-        calls.append(kwargs.get("phase"))
-        return real(*args, **kwargs)
+    def counting(inside, *args, **kwargs):
+        calls.append(int(np.count_nonzero(inside)))
+        return real(inside, *args, **kwargs)
 
-    monkeypatch.setattr(thickness, "local_thickness", counting)
+    monkeypatch.setattr(trabecular, "thickness_of_block", counting)
     # a grey volume: binarised by Otsu's threshold
     grey = np.where(plates(), 900.0, 100.0)  # two grey levels, not 0/1
-    data = MetricInput(grey, voxel_size=(1000.0, 1000.0, 1000.0))
-    assert TrabecularThickness()(data) == pytest.approx(4, abs=1e-6)
-    assert TrabecularSeparation()(data) == pytest.approx(12, abs=1e-6)
-    assert TrabecularNumber()(data) == pytest.approx(1 / 16, abs=1e-9)
-    assert TrabecularNumber(model="plate")(data) == pytest.approx(1 / 16, abs=1e-9)
-    assert sorted(calls) == ["bone", "marrow"]  # once per phase
-    assert "bone:volume" in data.cache  # the shared bone mask
+    names = ["tb_th", "tb_th_sd", "tb_sp", "tb_sp_max", TrabecularNumber(model="plate")]
+    m = measure(grey, voxel_size=1000.0, names=names)
+    assert m["tb_th"] == pytest.approx(4000, abs=1e-3) and m["tb_sp"] == pytest.approx(
+        12000, abs=1e-3
+    )
+    assert m["tb_n"] == pytest.approx(1 / 16, abs=1e-9)
+    assert sorted(calls) == sorted([np.count_nonzero(plates()), np.count_nonzero(~plates())])
     # a given threshold is used instead of Otsu's: everything above -inf is bone
-    data = MetricInput(grey, voxel_size=(1000.0,) * 3, threshold=float(grey.min()) - 1)
-    assert np.isnan(TrabecularThickness()(data))
+    m = measure(grey, voxel_size=1000.0, threshold=float(grey.min()) - 1, names=["tb_th"])
+    assert m["tb_th"] is None and "fills the volume" in m["skipped"]["tb_th"]
 
 
 def test_strategy_metadata():
@@ -363,9 +365,11 @@ def test_strategy_metadata():
 # -- real data ----------------------------------------------------------------------------
 def test_real_trabecular_crop(real_mask):
     crop = real_mask[40:120, 40:120, 40:120]
-    m = structure_metrics(crop, 1000.0, directions=64, lines=900)
-    assert 2 < m["tb_th"] < 15  # voxels (1 mm voxels)
-    assert m["tb_th"] < m["tb_sp"] < 40
+    fast = {"directions": 64, "lines": 900}
+    names = [*THICKNESS, DegreeOfAnisotropy(**fast), MilRatio(**fast)]
+    m = measure(crop, voxel_size=1000.0, names=names)
+    assert 2000 < m["tb_th"] < 15000  # µm (1 mm voxels)
+    assert m["tb_th"] < m["tb_sp"] < 40000
     assert m["tb_th"] <= m["tb_th_max"] and m["tb_sp"] <= m["tb_sp_max"]
-    assert m["tb_n"] == pytest.approx(1 / (m["tb_th"] + m["tb_sp"]))
+    assert m["tb_n"] == pytest.approx(1000 / (m["tb_th"] + m["tb_sp"]))
     assert 0 <= m["da"] <= 1 and m["mil_ratio"] >= 1

@@ -15,8 +15,9 @@ same bytes.
 Only the tile (``tile³`` float32, e.g. 64 MiB for 256³) and a few chunks are in
 memory at a time; the zarr writer streams the chunks with ``dask.array.store``.
 :func:`write_large_acquisition` simulates the HR-pQCT scan of such a volume,
-``g = U(h * (f + c)) + n``, with :func:`boneframe.chunked.operators.forward_model`
-(zeros outside the volume, the ``"same"`` convention: unlike
+``g = U(h * (f + c)) + n``, with :class:`boneframe.operators.ForwardModel`, the
+operator of the in-memory phantom run chunk by chunk (zeros outside the volume,
+the ``"same"`` convention: unlike
 :func:`boneframe.phantom.simulate_pair`, which simulates a larger domain and
 crops it, the low-resolution voxels within the kernel radius of the border see
 zeros beyond it).
@@ -325,17 +326,19 @@ def write_large_acquisition(
     within the kernel radius of the border differ from a scan of a larger
     specimen.
     """
-    from boneframe.chunked.operators import forward_model
+    import dask.array as da
+
     from boneframe.io import read_volume, write_volume
-    from boneframe.operators import as_factor
+    from boneframe.operators import ForwardModel, is_dask
     from boneframe.phantom import DEFAULT_SHIFT, DEFAULT_SIGMA, gaussian_kernel
 
     if noise < 0:
         raise InputError(f"noise must be non-negative, got {noise}")
     f = hr if isinstance(hr, Volume) else read_volume(hr)
     h = gaussian_kernel(DEFAULT_SIGMA, 9, DEFAULT_SHIFT) if kernel is None else kernel
-    pp = as_factor(p)
-    g = forward_model(f.data, h, c=float(offset), p=pp, rechunk=True)
+    model = ForwardModel(h, p, f.shape, rechunk=True)
+    pp = model.p
+    g = model.predict(f.data if is_dask(f.data) else da.asarray(f.data), float(offset))
     g = g.map_blocks(_lr_noise, float(noise), int(seed), dtype=np.float32)
     vs = None
     if f.voxel_size is not None:

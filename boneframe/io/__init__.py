@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from boneframe.errors import BoneframeError, VolumeIOError
+from boneframe.errors import BoneframeError, InputError, VolumeIOError
 from boneframe.interfaces import VolumeFormat
 from boneframe.io.atomic import atomic_path, check_writable
 from boneframe.io.dicom_format import DicomSeriesFormat, is_dicom_folder
@@ -40,6 +40,7 @@ __all__ = [
     "BUILTIN_FORMATS",
     "atomic_path",
     "format_for",
+    "no_voxel_size",
     "read_json",
     "read_volume",
     "sidecar_path",
@@ -72,22 +73,32 @@ def format_for(path: str | os.PathLike[str]) -> VolumeFormat:
 
 
 def read_volume(
-    path: str | os.PathLike[str], voxel_size: float | Sequence[float] | None = None
+    path: str | os.PathLike[str],
+    voxel_size: float | Sequence[float] | None = None,
+    *,
+    require_voxel_size: bool = False,
 ) -> Volume:
     """Read a volume; its format is chosen by extension.
 
     Parameters
     ----------
     path : path-like
-        File (or directory, for zarr) to read.
+        File (or directory, for zarr) to read. Zarr volumes are read lazily
+        (dask arrays over the zarr chunks).
     voxel_size : float or 3 floats, optional
         Voxel size in µm overriding what the file says.
+    require_voxel_size : bool
+        Refuse a file that records no voxel size when none is given (every command
+        of the command line that reads a volume asks for this: one rule, one
+        message, see :func:`no_voxel_size`).
 
     Raises
     ------
     VolumeIOError
         When the file is missing, of unknown type, corrupt or not 3D; the message
         names the file.
+    InputError
+        ``require_voxel_size`` and none known.
     """
     p = Path(path)
     fmt = format_for(p)
@@ -102,7 +113,19 @@ def read_volume(
         raise VolumeIOError(f"cannot read {p} as {fmt.name}: {msg}") from exc
     if voxel_size is not None:
         volume = as_volume(volume, as_triple(voxel_size, "voxel size"))
+    if require_voxel_size and volume.voxel_size is None:
+        raise no_voxel_size(p)
     return volume
+
+
+def no_voxel_size(*paths: str | os.PathLike[str]) -> InputError:
+    """The one error for volumes whose voxel size is unknown."""
+    names = " nor ".join(str(p) for p in paths)
+    which = "records" if len(paths) == 1 else "record"
+    return InputError(
+        f"{'neither ' if len(paths) > 1 else ''}{names} {which} a voxel size: give it in µm "
+        "(--voxel-size on the command line, voxel_size= in Python)"
+    )
 
 
 def write_volume(

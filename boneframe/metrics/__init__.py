@@ -1,20 +1,33 @@
-"""Metric strategies: PSNR, Otsu/DICE, and bone morphometry (BV/TV, Euler, Betti, Conn.D).
+"""Bone metrics: PSNR, Otsu/DICE, morphometry (BV/TV, TV, Euler, Betti, Conn.D), Tb.*, DA.
 
-``compute_metrics`` measures them all at once; the functions below work on plain
-numpy arrays, and the χ and histogram pieces work block by block.
+:func:`measure` measures them all at once, in memory or chunk by chunk (one
+engine, :mod:`boneframe.metrics.measure`); each metric is a
+:class:`~boneframe.interfaces.Metric` registered through the ``boneframe``
+entry points, and the functions below work on plain numpy arrays.
 """
 
-from boneframe.metrics.anisotropy import DegreeOfAnisotropy
-from boneframe.metrics.compute import DEFAULT_METRICS, all_metrics, compute_metrics
+from __future__ import annotations
+
+from boneframe.metrics.anisotropy import DegreeOfAnisotropy, MilFabric, MilRatio
+from boneframe.metrics.components import (
+    BONE_COMPONENTS,
+    MARROW_COMPONENTS,
+    ComponentCount,
+    Components,
+)
+from boneframe.metrics.measure import DEFAULT_METRICS, STRUCTURE_METRICS, measure
 from boneframe.metrics.morphometry import (
+    EULER,
     Betti0,
     Betti1,
     Betti2,
+    BoneEuler,
     BoneVolumeFraction,
     ConnectivityDensity,
     ConnectivityDensityBoneJ,
     EulerCharacteristic,
     EulerCounts,
+    TotalVolume,
     bone_volume_fraction,
     connectivity_density,
     connectivity_density_bonej,
@@ -40,12 +53,19 @@ from boneframe.metrics.segmentation import (
     otsu_from_histogram,
     otsu_threshold,
 )
-from boneframe.metrics.thickness import (
+from boneframe.metrics.thickness import local_thickness, thickness_map
+from boneframe.metrics.thickness_blocks import local_thickness_map, thickness_statistics
+from boneframe.metrics.trabecular import (
+    BONE_THICKNESS,
+    MARROW_THICKNESS,
+    PhaseThickness,
     TrabecularNumber,
     TrabecularSeparation,
+    TrabecularSeparationMax,
+    TrabecularSeparationSD,
     TrabecularThickness,
-    structure_metrics,
-    thickness_map,
+    TrabecularThicknessMax,
+    TrabecularThicknessSD,
 )
 
 BUILTIN_METRICS: list[type] = [
@@ -53,6 +73,7 @@ BUILTIN_METRICS: list[type] = [
     Otsu,
     Dice,
     BoneVolumeFraction,
+    TotalVolume,
     EulerCharacteristic,
     Betti0,
     Betti1,
@@ -60,35 +81,56 @@ BUILTIN_METRICS: list[type] = [
     ConnectivityDensity,
     ConnectivityDensityBoneJ,
     TrabecularThickness,
+    TrabecularThicknessSD,
+    TrabecularThicknessMax,
     TrabecularSeparation,
+    TrabecularSeparationSD,
+    TrabecularSeparationMax,
     TrabecularNumber,
     DegreeOfAnisotropy,
+    MilRatio,
 ]
 
+
 __all__ = [
+    "BONE_COMPONENTS",
+    "BONE_THICKNESS",
     "BUILTIN_METRICS",
     "DEFAULT_METRICS",
+    "EULER",
+    "MARROW_COMPONENTS",
+    "MARROW_THICKNESS",
     "OTSU_BINS",
     "PSNR",
+    "STRUCTURE_METRICS",
     "Betti0",
     "Betti1",
     "Betti2",
+    "BoneEuler",
     "BoneVolumeFraction",
+    "ComponentCount",
+    "Components",
     "ConnectivityDensity",
     "ConnectivityDensityBoneJ",
+    "DegreeOfAnisotropy",
     "Dice",
     "EulerCharacteristic",
     "EulerCounts",
+    "MilFabric",
+    "MilRatio",
     "Otsu",
-    "DegreeOfAnisotropy",
+    "PhaseThickness",
+    "TotalVolume",
     "TrabecularNumber",
     "TrabecularSeparation",
+    "TrabecularSeparationMax",
+    "TrabecularSeparationSD",
     "TrabecularThickness",
-    "all_metrics",
+    "TrabecularThicknessMax",
+    "TrabecularThicknessSD",
     "bin_centers",
     "binarize",
     "bone_volume_fraction",
-    "compute_metrics",
     "connectivity_density",
     "connectivity_density_bonej",
     "count_cavities",
@@ -101,10 +143,13 @@ __all__ = [
     "euler_number",
     "histogram",
     "intensity_range",
+    "local_thickness",
+    "local_thickness_map",
+    "measure",
     "otsu_from_histogram",
     "otsu_threshold",
     "psnr",
-    "structure_metrics",
     "thickness_map",
+    "thickness_statistics",
     "total_volume_mm3",
 ]

@@ -51,9 +51,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from boneframe.errors import InputError
-from boneframe.interfaces import Metric, MetricInput
+from boneframe.interfaces import Metric, MetricInput, Quantity
 from boneframe.metrics._arrays import as_mask
-from boneframe.metrics.segmentation import bone_of
 
 
 @dataclass(frozen=True)
@@ -199,32 +198,68 @@ def fit_fabric(directions: np.ndarray, density_sq: np.ndarray) -> np.ndarray:
     return np.array([[m[0], m[3], m[4]], [m[3], m[1], m[5]], [m[4], m[5], m[2]]])
 
 
-class DegreeOfAnisotropy(Metric):
-    r"""DA = 1 − λmin/λmax of the MIL fabric tensor (BoneJ2's definition)."""
+@dataclass(frozen=True)
+class MilFabric(Quantity):
+    """The :class:`Fabric` of the bone, shared by DA and the MIL ratio (in memory only).
 
-    class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        directions: int = Field(256, ge=9, description="Number of seeded line directions")
-        lines: int = Field(2500, ge=1, description="Lines per direction (square grid)")
-        increment: float = Field(1.0, gt=0, description="Sampling step along lines (voxels)")
-        seed: int = Field(0, ge=0, description="Seed of the directions and line offsets")
+    Lines run through the whole volume, so the fabric has no block form: on a
+    dask volume the bone is loaded whole.
+    """
 
-    name: ClassVar[str] = "da"
-    description: ClassVar[str] = "Degree of anisotropy 1 - λmin/λmax of the MIL fabric tensor"
+    directions: int = 256
+    lines: int = 2500
+    increment: float = 1.0
+    seed: int = 0
 
-    def __call__(self, data: MetricInput) -> float:
+    def __call__(self, data: MetricInput) -> Fabric:
         if data.voxel_size is not None:
             from boneframe.metrics.thickness import isotropic_voxel_size
 
             isotropic_voxel_size(data.voxel_size, "the degree of anisotropy")
-        p = self.params
-        key = f"mil_fabric:volume:{p.directions}:{p.lines}:{p.increment}:{p.seed}"
-        if key not in data.cache:
-            data.cache[key] = mil_fabric(
-                bone_of(data),
-                directions=p.directions,
-                lines=p.lines,
-                increment=p.increment,
-                seed=p.seed,
-            )
-        return data.cache[key].da
+        if data.bone is None:
+            raise InputError("the MIL fabric needs the volume's threshold")
+        return mil_fabric(
+            data.bone,
+            directions=self.directions,
+            lines=self.lines,
+            increment=self.increment,
+            seed=self.seed,
+        )
+
+
+class MilParams(BaseModel):
+    """Sampling of the MIL fabric tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+    directions: int = Field(256, ge=9, description="Number of seeded line directions")
+    lines: int = Field(2500, ge=1, description="Lines per direction (square grid)")
+    increment: float = Field(1.0, gt=0, description="Sampling step along lines (voxels)")
+    seed: int = Field(0, ge=0, description="Seed of the directions and line offsets")
+
+
+class DegreeOfAnisotropy(Metric):
+    r"""DA = 1 − λmin/λmax of the MIL fabric tensor (BoneJ2's definition).
+
+    Computed in memory: a dask volume's bone is loaded whole for it.
+    """
+
+    Params = MilParams
+    name: ClassVar[str] = "da"
+    description: ClassVar[str] = "Degree of anisotropy 1 - λmin/λmax of the MIL fabric tensor"
+
+    def fabric(self) -> MilFabric:
+        """The fabric quantity of these parameters."""
+        return MilFabric(**self.params.model_dump())
+
+    def __call__(self, data: MetricInput) -> float:
+        return float(data[self.fabric()].da)
+
+
+class MilRatio(DegreeOfAnisotropy):
+    r""":math:`\mathrm{MIL}_{max}/\mathrm{MIL}_{min}` of the MIL fabric (1 when isotropic)."""
+
+    name: ClassVar[str] = "mil_ratio"
+    description: ClassVar[str] = "MIL ratio MILmax/MILmin of the MIL fabric tensor"
+
+    def __call__(self, data: MetricInput) -> float:
+        return float(data[self.fabric()].mil_ratio)

@@ -7,9 +7,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from boneframe.errors import InputError
-from boneframe.interfaces import Metric, MetricInput
+from boneframe.interfaces import Metric, MetricBlock, MetricContext
 from boneframe.metrics._arrays import as_array
-from boneframe.metrics.segmentation import image_of
+
+#: ``(sum of squared differences, voxels, min f, max f)``: PSNR's partial sums.
+ErrorSums = tuple[float, int, float, float]
 
 
 def psnr(estimate: Any, reference: Any) -> float:
@@ -40,9 +42,30 @@ def psnr(estimate: Any, reference: Any) -> float:
     f = as_array(reference, "reference")
     if f.shape != f_hat.shape:
         raise InputError(f"PSNR needs volumes of one shape, got {f_hat.shape} and {f.shape}")
-    peak = float(f.max()) - float(f.min())
-    diff = np.subtract(f, f_hat, dtype=np.float64)
-    return psnr_from_error(float(np.vdot(diff, diff) / diff.size), peak)
+    return psnr_from_sums(error_sums(f_hat, f))
+
+
+def error_sums(estimate: np.ndarray, reference: np.ndarray, inside: Any = None) -> ErrorSums:
+    """PSNR's partial sums over the voxels (``inside`` a mask, if given); they add over blocks."""
+    if inside is not None:
+        estimate, reference = estimate[inside], reference[inside]
+    if reference.size == 0:
+        return 0.0, 0, float("inf"), float("-inf")
+    diff = np.subtract(reference, estimate, dtype=np.float64)
+    return float(np.vdot(diff, diff)), diff.size, float(reference.min()), float(reference.max())
+
+
+def combine_error_sums(x: ErrorSums, y: ErrorSums) -> ErrorSums:
+    """The :func:`error_sums` of two blocks together."""
+    return x[0] + y[0], x[1] + y[1], min(x[2], y[2]), max(x[3], y[3])
+
+
+def psnr_from_sums(sums: ErrorSums) -> float:
+    """PSNR in dB from :func:`error_sums` (of the whole volume)."""
+    sse, n, lo, hi = sums
+    if n == 0:
+        raise InputError("PSNR has no voxels to compare: the mask is empty")
+    return psnr_from_error(sse / n, hi - lo)
 
 
 def psnr_from_error(mse: float, peak: float) -> float:
@@ -63,19 +86,23 @@ def psnr_from_error(mse: float, peak: float) -> float:
 
 
 class PSNR(Metric):
-    r"""PSNR (dB) of the volume against the reference, peak = the reference's range."""
+    r"""PSNR (dB) of the volume against the reference, peak = the reference's range.
+
+    With a mask, the mean squared error and the reference's range are taken
+    over the voxels inside it.
+    """
 
     name: ClassVar[str] = "psnr"
     description: ClassVar[str] = "peak signal-to-noise ratio vs the reference (dB)"
     needs_reference: ClassVar[bool] = True
+    uses_mask: ClassVar[bool] = True
     unit: ClassVar[str] = "dB"
 
-    def __call__(self, data: MetricInput) -> float:
-        return psnr_of(data)
+    def block(self, b: MetricBlock) -> ErrorSums:
+        return error_sums(b.volume, b.reference, b.mask)
 
+    def combine(self, x: ErrorSums, y: ErrorSums) -> ErrorSums:
+        return combine_error_sums(x, y)
 
-def psnr_of(data: MetricInput) -> float:
-    """PSNR of ``data.volume`` against ``data.reference`` (cached in ``data``)."""
-    if "psnr" not in data.cache:
-        data.cache["psnr"] = psnr(image_of(data, "volume"), image_of(data, "reference"))
-    return data.cache["psnr"]
+    def finish(self, total: ErrorSums, context: MetricContext) -> float:
+        return psnr_from_sums(total)

@@ -23,18 +23,16 @@ References
 from __future__ import annotations
 
 import builtins
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
 from boneframe.errors import InputError
-from boneframe.interfaces import Metric, MetricInput
+from boneframe.interfaces import Metric, MetricBlock, MetricContext
 from boneframe.metrics._arrays import as_array, as_mask
 
 #: Number of equal histogram bins over ``[min, max]`` behind Otsu's threshold.
 OTSU_BINS = 256
-
-Which = Literal["volume", "reference"]
 
 _SLAB_VOXELS = 1 << 17  # histogram work size: its temporaries stay in cache
 
@@ -148,64 +146,50 @@ def dice(a: Any, b: Any) -> float:
     ma, mb = as_mask(a, "first mask"), as_mask(b, "second mask")
     if ma.shape != mb.shape:
         raise InputError(f"DICE needs volumes of one shape, got {ma.shape} and {mb.shape}")
-    total = np.count_nonzero(ma) + np.count_nonzero(mb)
-    if total == 0:
-        return 1.0
-    return 2.0 * np.count_nonzero(ma & mb) / total
+    return dice_from_counts(*overlap_counts(ma, mb))
 
 
-# -- shared through MetricInput.cache ---------------------------------------------
-def image_of(data: MetricInput, which: Which = "volume") -> np.ndarray:
-    """The checked array of ``data.volume`` or ``data.reference`` (cached)."""
-    key = f"array:{which}"
-    if key not in data.cache:
-        data.cache[key] = as_array(getattr(data, which), which)
-    return data.cache[key]
+def overlap_counts(a: np.ndarray, b: np.ndarray, inside: np.ndarray | None = None) -> tuple:
+    """``(|A ∩ B|, |A|, |B|)`` of two boolean arrays, counted where ``inside`` (default all)."""
+    if inside is not None:
+        a, b = a & inside, b & inside
+    return int(np.count_nonzero(a & b)), int(np.count_nonzero(a)), int(np.count_nonzero(b))
 
 
-def otsu_of(data: MetricInput, which: Which = "volume") -> float:
-    """Otsu's threshold of ``data.volume`` or ``data.reference`` (cached)."""
-    key = f"otsu:{which}"
-    if key not in data.cache:
-        data.cache[key] = otsu_threshold(image_of(data, which))
-    return data.cache[key]
-
-
-def threshold_of(data: MetricInput, which: Which = "volume") -> float:
-    """The binarisation threshold: the one given in ``data``, else Otsu's."""
-    given = data.threshold if which == "volume" else data.reference_threshold
-    return float(given) if given is not None else otsu_of(data, which)
-
-
-def bone_of(data: MetricInput, which: Which = "volume") -> np.ndarray:
-    """The bone mask of ``data.volume`` or ``data.reference`` (cached)."""
-    key = f"bone:{which}"
-    if key not in data.cache:
-        data.cache[key] = binarize(image_of(data, which), threshold_of(data, which))
-    return data.cache[key]
+def dice_from_counts(both: int, a: int, b: int) -> float:
+    """DICE from :func:`overlap_counts` (1 when both sets are empty)."""
+    return 1.0 if a + b == 0 else 2.0 * both / (a + b)
 
 
 class Otsu(Metric):
-    """Otsu's threshold of the volume (256 bins over its [min, max])."""
+    """Otsu's threshold of the volume (256 bins over its [min, max], the whole volume)."""
 
     name: ClassVar[str] = "otsu"
     description: ClassVar[str] = "Otsu's threshold of the volume (256 bins over [min, max])"
+    uses_mask: ClassVar[bool] = True  # the threshold binarises the whole volume, mask or not
 
-    def __call__(self, data: MetricInput) -> float:
-        return otsu_of(data)
+    def finish(self, total: None, context: MetricContext) -> float:
+        if context.otsu is None:
+            raise InputError("Otsu's threshold was not computed")
+        return context.otsu
 
 
 class Dice(Metric):
     r"""DICE :math:`2|A \cap B| / (|A| + |B|)` of the binarised volume and reference.
 
     Each is thresholded by its own Otsu threshold unless ``threshold`` /
-    ``reference_threshold`` are given.
+    ``reference_threshold`` are given; with a mask, only the voxels inside count.
     """
 
     name: ClassVar[str] = "dice"
     description: ClassVar[str] = "DICE overlap of the binarised volume and reference"
     needs_reference: ClassVar[bool] = True
+    uses_mask: ClassVar[bool] = True
 
-    def __call__(self, data: MetricInput) -> float:
-        a, b = bone_of(data, "volume"), bone_of(data, "reference")
-        return dice(a, b)
+    def block(self, b: MetricBlock) -> tuple:
+        if b.reference_bone is None:
+            raise InputError("DICE needs the reference's threshold")
+        return overlap_counts(b.bone, b.reference_bone, b.mask)
+
+    def finish(self, total: tuple, context: MetricContext) -> float:
+        return dice_from_counts(*total)

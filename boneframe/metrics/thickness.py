@@ -1,4 +1,4 @@
-r"""Local thickness: trabecular thickness Tb.Th, separation Tb.Sp and number Tb.N.
+r"""Local thickness of the bone or the marrow, as BoneJ2's Thickness computes it.
 
 The local thickness of a point of a phase is the diameter of the largest ball
 that contains the point and fits in the phase (Hildebrand & Rüegsegger 1997
@@ -21,23 +21,44 @@ BoneJ's numbers:
 5. **Masking.** Voxels outside the phase (and any phase voxel no ball reached)
    become NaN; the rest is scaled by the voxel size.
 
-Tb.Th is the mean of the map over the bone phase (with its SD, ``ddof=1`` as
-ImageJ's statistics, and max); Tb.Sp the same on the marrow phase.
-
 Digital conventions (as BoneJ): distances run between voxel centres, so a slab
 :math:`t` voxels thick has its deepest voxels at distance :math:`\lceil t/2
 \rceil` and measures :math:`t` when :math:`t` is even but :math:`t + 1` when
 it is odd (a 5-voxel slab measures 6); a rod of diameter 6 whose axis runs
 along voxel corners measures :math:`2\sqrt8` at its centre.
 
-Tb.N is reported as :math:`1 / (\mathrm{Tb.Th} + \mathrm{Tb.Sp})`, the number
-of bone-plus-marrow periods per unit length. It is neither Scanco's direct
-Tb.N (the inverse mean distance between the mid-axes of the trabeculae) nor
-Parfitt's plate model :math:`\mathrm{BV/TV} / \mathrm{Tb.Th}` [3]_, which
-``tb_n`` offers with ``model="plate"``; the three agree for parallel plates
-and differ on real bone.
-
 Isotropic voxels are required: the distance and the balls are in voxels.
+
+**Blocks.** :func:`thickness_of_block` is the one formula: the map of a block
+from the block and a halo of its neighbours (the whole volume in memory, no
+halo). It is exact when the halo is at least :math:`2R + 2`
+(:func:`measure_reach`), with :math:`R = \lfloor\sqrt{\max q}\rfloor` the
+largest distance (voxels) from a phase voxel to the other phase, over the
+whole volume:
+
+* **Clean-up (2).** A kept voxel's value reads its 26-neighbours' painted
+  values and surface flags, and a flag reads the painted values of *its*
+  26-neighbours: the painted map must be exact on the block grown by 2.
+* **Painting (R).** A voxel is painted by the ridge balls that contain it; a
+  ball of squared radius :math:`q \le R^2` reaches at most :math:`R` voxels
+  along each axis, so every ball that paints the block + 2 is centred in the
+  block grown by :math:`R + 2`, the *window*. On the window the ridge is
+  computed from exact distances; cutting the window only removes neighbours,
+  so the window's ridge holds every true ridge point plus a few extra ones on
+  its faces, whose balls (exact radii) are covered by true ridge balls at
+  least as large and so change nothing.
+* **Distances (R).** The distance transform of a region is exact at a voxel
+  when the voxel's nearest other-phase voxel lies in the region, which holds
+  when the voxel's distance is less than its distance to the region's cut
+  faces. Every distance is at most :math:`\sqrt{\max q} < R + 1`, so the
+  transform of the window grown by another :math:`R` is exact on the window.
+
+Where a halo reaches the volume's border it is cut there, so the border is
+handled exactly as in memory. :math:`R` comes from a first pass: the distance
+transform of each block grown by a trial halo ``t``, exact on the block when
+the block's largest distance is below ``t + 1`` (the same argument), with
+``t`` doubled for the blocks where it is not, so the pass never
+underestimates :math:`R`.
 
 References
 ----------
@@ -47,11 +68,6 @@ References
 .. [2] Dougherty R., Kunzelmann K.-H. (2007). Computing local thickness of 3D
    structures with ImageJ. Microsc. Microanal. 13 (S02), 1678–1679.
    https://doi.org/10.1017/S1431927607074430
-.. [3] Parfitt A. M. et al. (1983). Relationships between surface, volume,
-   and thickness of iliac trabecular bone in aging and in osteoporosis.
-   J. Clin. Invest. 72, 1396–1409. https://doi.org/10.1172/JCI111096
-.. [4] Doube M. et al. (2010). BoneJ: free and extensible bone image analysis
-   in ImageJ. Bone 47, 1076–1079. https://doi.org/10.1016/j.bone.2010.08.023
 """
 
 from __future__ import annotations
@@ -59,21 +75,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from boneframe.errors import InputError
-from boneframe.interfaces import Metric, MetricInput
+from boneframe.interfaces import Blocks, MetricBlock
 from boneframe.metrics._arrays import as_mask
-from boneframe.metrics.segmentation import bone_of
 from boneframe.volume import as_triple
 
 Phase = Literal["bone", "marrow"]
 
 #: Largest relative difference between voxel sides accepted as isotropic.
 ISOTROPY_RTOL = 1e-3
+
+#: First trial halo (voxels) of the distance pass of :func:`measure_reach`.
+TRIAL_HALO = 8
 
 
 def isotropic_voxel_size(voxel_size_um: float | Sequence[float], what: str = "thickness") -> float:
@@ -93,6 +110,62 @@ def isotropic_voxel_size(voxel_size_um: float | Sequence[float], what: str = "th
             "resample the volume to equal sides first"
         )
     return float(np.mean(sides))
+
+
+def _check_phase(phase: str) -> None:
+    if phase not in ("bone", "marrow"):
+        raise InputError(f"phase must be 'bone' or 'marrow', got {phase!r}")
+
+
+@dataclass(frozen=True)
+class ThicknessSummary:
+    """Count, mean, spread and maximum of a thickness map's finite values; they merge over blocks.
+
+    Attributes
+    ----------
+    count : int
+        Finite values.
+    mean : float
+        Their mean (NaN when there are none).
+    m2 : float
+        Sum of squared deviations from the mean (merged as Chan et al. do, so
+        that the SD of merged blocks equals the SD of the whole to rounding).
+    max : float
+        The largest value (NaN when there are none).
+    """
+
+    count: int = 0
+    mean: float = float("nan")
+    m2: float = 0.0
+    max: float = float("nan")
+
+    @classmethod
+    def of(cls, tmap: np.ndarray) -> ThicknessSummary:
+        """The summary of a map's finite values."""
+        values = np.asarray(tmap)
+        values = values[np.isfinite(values)].astype(np.float64)
+        if values.size == 0:
+            return cls()
+        mean, largest = float(values.mean()), float(values.max())
+        values -= mean
+        return cls(int(values.size), mean, float(np.vdot(values, values)), largest)
+
+    def merge(self, other: ThicknessSummary) -> ThicknessSummary:
+        """The summary of the values of both."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.count / n
+        m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / n
+        return ThicknessSummary(n, mean, m2, max(self.max, other.max))
+
+    @property
+    def sd(self) -> float:
+        """Standard deviation (``ddof=1``, as ImageJ's statistics); NaN for fewer than 2 values."""
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else float("nan")
 
 
 @dataclass(frozen=True)
@@ -115,6 +188,61 @@ class LocalThickness:
     sd: float
     max: float
     count: int
+
+
+def thickness_of_block(
+    inside: np.ndarray,
+    core: tuple[slice, ...],
+    halo: int,
+    side: float = 1.0,
+    threads: int = 1,
+) -> np.ndarray:
+    """Local thickness map (µm, ``float32``, NaN outside the phase) of a block's voxels.
+
+    Parameters
+    ----------
+    inside : numpy.ndarray of bool
+        The phase in the block and ``halo`` voxels of its neighbours on every
+        side (fewer where the volume's border cuts them).
+    core : tuple of slice
+        Where the block's own voxels lie in ``inside``.
+    halo : int
+        The halo: at least :math:`2R + 2` (:func:`measure_reach`) for an exact
+        map; 0 for the whole volume.
+    side : float
+        Isotropic voxel size (µm); 1 gives the map in voxels.
+    threads : int
+        Threads of the distance transform.
+
+    Notes
+    -----
+    See the module's notes: distances on all of ``inside``, ridge, painting and
+    clean-up on the window (the block grown by ``R + 2``), the block cut out.
+    """
+    from boneframe.metrics import thickness_kernels as kernels
+
+    inside = np.ascontiguousarray(inside, dtype=bool)
+    margin = (int(halo) + 2) // 2  # R + 2 for a halo of 2R + 2
+    window = tuple(
+        slice(max(c.start - margin, 0), min(c.stop + margin, n))
+        for c, n in zip(core, inside.shape, strict=True)
+    )
+    block = tuple(
+        slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window, strict=True)
+    )
+    part = np.ascontiguousarray(inside[window])
+    if not part[block].any() or inside.all():  # no phase here, or no other phase anywhere
+        return np.full(part[block].shape, np.nan, dtype=np.float32)
+    import edt
+
+    d2 = edt.edtsq(inside.view(np.uint8), black_border=False, parallel=threads)
+    d2 = np.ascontiguousarray(d2[window])
+    slice_start, cj, ci, q = kernels.distance_ridge(d2)
+    del d2
+    painted = kernels.paint_spheres(part.shape, slice_start, cj, ci, q)
+    del cj, ci, q
+    out = kernels.clean_and_mask(painted, part, float(side))[0]
+    return np.ascontiguousarray(out[block])
 
 
 def local_thickness(
@@ -145,9 +273,9 @@ def local_thickness(
 
     Notes
     -----
-    See the module's docstring for the five steps and their conventions
-    [1]_ [2]_. Memory: at most about 20 bytes per voxel at the peak (0.7 GiB
-    for both phases of a 320³ volume, maps included).
+    :func:`thickness_of_block` of the whole volume [1]_ [2]_. Memory: at most
+    about 20 bytes per voxel at the peak (0.7 GiB for both phases of a 320³
+    volume, maps included).
 
     Examples
     --------
@@ -157,35 +285,16 @@ def local_thickness(
     >>> round(lt.mean, 3), round(lt.max, 3)
     (40.0, 40.0)
     """
-    if phase not in ("bone", "marrow"):
-        raise InputError(f"phase must be 'bone' or 'marrow', got {phase!r}")
+    from boneframe.parallel import num_threads
+
+    _check_phase(phase)
     mask = as_mask(binary, "binary volume")
     side = isotropic_voxel_size(voxel_size_um)
-    inside = np.ascontiguousarray(mask if phase == "bone" else ~mask)
-    n_inside = int(np.count_nonzero(inside))
-    if n_inside == 0 or n_inside == inside.size:
-        nan = float("nan")
-        return LocalThickness(np.full(inside.shape, np.nan, np.float32), nan, nan, nan, 0)
-
-    import edt
-
-    from boneframe.metrics import thickness_kernels as kernels
-
-    d2 = edt.edtsq(inside, black_border=False, parallel=kernels.num_threads())
-    slice_start, cj, ci, q = kernels.distance_ridge(d2)
-    del d2
-    painted = kernels.paint_spheres(inside.shape, slice_start, cj, ci, q)
-    del cj, ci, q
-    out, total, total_sq, largest, count = kernels.clean_and_mask(painted, inside, side)
-    return LocalThickness(out, *_summary(float(total), float(total_sq), float(largest), int(count)))
-
-
-def _summary(total: float, total_sq: float, largest: float, count: int) -> tuple:
-    if count == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    mean = total / count
-    sd = math.sqrt(max(total_sq - count * mean * mean, 0.0) / (count - 1)) if count > 1 else 0.0
-    return mean, (sd if count > 1 else float("nan")), largest, count
+    inside = mask if phase == "bone" else ~mask
+    core = tuple(slice(0, n) for n in inside.shape)
+    tmap = thickness_of_block(inside, core, 0, side, num_threads())
+    s = ThicknessSummary.of(tmap)
+    return LocalThickness(tmap, s.mean, s.sd, s.max, s.count)
 
 
 def thickness_map(
@@ -196,75 +305,6 @@ def thickness_map(
     The map behind ``boneframe thickness``; see :func:`local_thickness`.
     """
     return local_thickness(binary, voxel_size_um, phase=phase).map
-
-
-def structure_metrics(
-    binary: Any,
-    voxel_size_um: float | Sequence[float],
-    *,
-    tb_n_model: Literal["inverse_sum", "plate"] = "inverse_sum",
-    anisotropy: bool = True,
-    directions: int = 256,
-    lines: int = 2500,
-    increment: float = 1.0,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Tb.Th, Tb.Sp, Tb.N and the MIL degree of anisotropy of a binary volume.
-
-    Parameters
-    ----------
-    binary : array
-        3-D volume; non-zero is bone.
-    voxel_size_um : float or three floats
-        Isotropic voxel size (µm).
-    tb_n_model : {"inverse_sum", "plate"}
-        Tb.N as :math:`1/(\\mathrm{Tb.Th} + \\mathrm{Tb.Sp})` or as the plate
-        model :math:`\\mathrm{BV/TV}/\\mathrm{Tb.Th}`.
-    anisotropy : bool
-        Also measure ``da`` and ``mil_ratio`` (see
-        :func:`boneframe.metrics.anisotropy.mil_fabric` for ``directions``,
-        ``lines``, ``increment`` and ``seed``).
-
-    Returns
-    -------
-    dict
-        ``tb_th``, ``tb_th_sd``, ``tb_th_max``, ``tb_sp``, ``tb_sp_sd``,
-        ``tb_sp_max`` (mm), ``tb_n`` (mm⁻¹), then ``da`` (BoneJ's
-        :math:`1 - \\lambda_{min}/\\lambda_{max}`) and ``mil_ratio``
-        (:math:`\\mathrm{MIL}_{max}/\\mathrm{MIL}_{min}`) when ``anisotropy``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> plates = np.zeros((32, 8, 8), dtype=bool)
-    >>> plates[6:10] = plates[22:26] = True  # 4 voxels thick, period 16
-    >>> m = structure_metrics(plates, 1000.0, anisotropy=False)
-    >>> m["tb_th"], m["tb_sp"], m["tb_n"]
-    (4.0, 12.0, 0.0625)
-    """
-    mask = as_mask(binary, "binary volume")
-    side = isotropic_voxel_size(voxel_size_um)
-    bone = local_thickness(mask, side, phase="bone")
-    marrow = local_thickness(mask, side, phase="marrow")
-    out = {
-        "tb_th": bone.mean / 1000.0,
-        "tb_th_sd": bone.sd / 1000.0,
-        "tb_th_max": bone.max / 1000.0,
-        "tb_sp": marrow.mean / 1000.0,
-        "tb_sp_sd": marrow.sd / 1000.0,
-        "tb_sp_max": marrow.max / 1000.0,
-    }
-    bv_tv = float(np.count_nonzero(mask)) / mask.size
-    out["tb_n"] = trabecular_number(out["tb_th"], out["tb_sp"], bv_tv, tb_n_model)
-    if anisotropy:
-        from boneframe.metrics.anisotropy import mil_fabric
-
-        fabric = mil_fabric(
-            mask, directions=directions, lines=lines, increment=increment, seed=seed
-        )
-        out["da"] = fabric.da
-        out["mil_ratio"] = fabric.mil_ratio
-    return out
 
 
 def trabecular_number(
@@ -284,58 +324,93 @@ def trabecular_number(
     raise InputError(f"Tb.N model must be 'inverse_sum' or 'plate', got {model!r}")
 
 
-# -- Metric strategies -------------------------------------------------------------
-def _cached_thickness(data: MetricInput, phase: Phase) -> LocalThickness:
-    """Local thickness of ``data``'s binarised volume, computed once per phase."""
-    if data.voxel_size is None:
-        raise InputError("thickness metrics need the voxel size: give --voxel-size")
-    side = isotropic_voxel_size(data.voxel_size)
-    key = f"local_thickness:{phase}:volume"
-    if key not in data.cache:
-        data.cache[key] = local_thickness(bone_of(data), side, phase=phase)
-    return data.cache[key]
+# -- the halo: how far the balls reach ------------------------------------------------
+@dataclass(frozen=True)
+class HaloInfo:
+    """What the distance pass of :func:`measure_reach` found.
+
+    Attributes
+    ----------
+    halo : int
+        The smallest exact halo, ``2 * reach + 2`` (0 when the phase is empty or full).
+    reach : int
+        :math:`R = \\lfloor\\sqrt{\\max q}\\rfloor`, the largest ball's reach (voxels).
+    max_distance2 : float
+        The largest squared distance :math:`\\max q` (voxels²).
+    count : int
+        Voxels of the phase.
+    size : int
+        Voxels of the volume.
+    """
+
+    halo: int
+    reach: int
+    max_distance2: float
+    count: int
+    size: int
+
+    @property
+    def degenerate(self) -> bool:
+        """True when the phase is empty or fills the volume (an all-NaN map)."""
+        return self.count == 0 or self.count == self.size
 
 
-class TrabecularThickness(Metric):
-    """Tb.Th: mean local thickness of the bone (mm), as BoneJ2's Thickness."""
+def _reach_block(b: MetricBlock, phase: Phase) -> list[tuple[tuple[int, ...], float, int, bool]]:
+    """``[(index, largest squared distance, phase voxels, exact)]`` of one block.
 
-    name: ClassVar[str] = "tb_th"
-    description: ClassVar[str] = "Trabecular thickness Tb.Th: mean local thickness of bone (mm)"
-    unit: ClassVar[str] = "mm"
+    Exact unless a distance reaches a face where the halo, not the volume's
+    border, cuts the neighbourhood (see the module's notes).
+    """
+    import edt
 
-    def __call__(self, data: MetricInput) -> float:
-        return _cached_thickness(data, "bone").mean / 1000.0
+    grown, core = b.neighbourhood()
+    inside = grown if phase == "bone" else ~grown
+    count = int(np.count_nonzero(inside[core]))
+    if count == 0:
+        return [(b.index, 0.0, 0, True)]
+    d2 = edt.edtsq(np.ascontiguousarray(inside).view(np.uint8), black_border=False, parallel=1)
+    largest = float(d2[core].max())
+    h = b.halo
+    cut = any(
+        s - h > 0 or s + size + h < n
+        for s, size, n in zip(b.start, b.shape, b.context.shape, strict=True)
+    )
+    return [(b.index, largest, count, not cut or largest < (h + 1) ** 2)]
 
 
-class TrabecularSeparation(Metric):
-    """Tb.Sp: mean local thickness of the marrow (mm), as BoneJ2's Thickness."""
+def measure_reach(blocks: Blocks, phase: Phase = "bone", *, trial: int = TRIAL_HALO) -> HaloInfo:
+    """The smallest halo for which :func:`thickness_of_block` is exact on every block.
 
-    name: ClassVar[str] = "tb_sp"
-    description: ClassVar[str] = "Trabecular separation Tb.Sp: mean local thickness of marrow (mm)"
-    unit: ClassVar[str] = "mm"
+    Parameters
+    ----------
+    blocks : Blocks
+        The binarised blocks (:class:`boneframe.metrics.blocks.VolumeBlocks`).
+    phase : {"bone", "marrow"}
+    trial : int
+        First trial halo of the distance pass (doubled for the blocks where it
+        is too small).
 
-    def __call__(self, data: MetricInput) -> float:
-        return _cached_thickness(data, "marrow").mean / 1000.0
-
-
-class TrabecularNumber(Metric):
-    r"""Tb.N (mm⁻¹): :math:`1/(\mathrm{Tb.Th} + \mathrm{Tb.Sp})`, or the plate model."""
-
-    class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        model: Literal["inverse_sum", "plate"] = Field(
-            "inverse_sum",
-            description="'inverse_sum': 1/(Tb.Th + Tb.Sp); 'plate': Parfitt's BV/TV / Tb.Th",
-        )
-
-    name: ClassVar[str] = "tb_n"
-    description: ClassVar[str] = "Trabecular number Tb.N = 1/(Tb.Th + Tb.Sp) (mm⁻¹)"
-    unit: ClassVar[str] = "1/mm"
-
-    def __call__(self, data: MetricInput) -> float:
-        tb_th = _cached_thickness(data, "bone").mean / 1000.0
-        if self.params.model == "plate":
-            bone = bone_of(data)
-            return trabecular_number(tb_th, 0.0, np.count_nonzero(bone) / bone.size, "plate")
-        tb_sp = _cached_thickness(data, "marrow").mean / 1000.0
-        return trabecular_number(tb_th, tb_sp, 0.0, "inverse_sum")
+    Returns
+    -------
+    HaloInfo
+        ``halo = 2 R + 2`` with ``R`` the largest distance, rounded down.
+    """
+    _check_phase(phase)
+    t = max(1, int(trial))
+    blocks = blocks.coarsened(t)
+    pending = None
+    best, count, size = 0.0, 0, 0
+    while True:
+        found = blocks.map_reduce(_reach_block, phase, halo=t, select=pending)
+        retry = [index for index, _, _, exact in found if not exact]
+        for _, d2, n, exact in found:
+            if exact:
+                best, count = max(best, d2), count + n
+        if not retry:
+            break
+        pending, t = retry, 2 * t
+    size = int(math.prod(blocks.shape))
+    if count == 0 or count == size:
+        return HaloInfo(0, 0, 0.0, count, size)
+    reach = math.isqrt(int(round(best)))
+    return HaloInfo(2 * reach + 2, reach, best, count, size)

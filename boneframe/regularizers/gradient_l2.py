@@ -7,8 +7,8 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from boneframe.differences import gradient, gradient_adjoint
 from boneframe.interfaces import Regularizer
+from boneframe.operators import gradient, gradient_adjoint
 
 
 class GradientL2Params(BaseModel):

@@ -7,9 +7,9 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from boneframe.differences import gradient
 from boneframe.errors import InputError
 from boneframe.interfaces import Regularizer
+from boneframe.operators import gradient
 
 
 class TVParams(BaseModel):
@@ -28,7 +28,7 @@ class TV(Regularizer):
     Notes
     -----
     With :math:`D` the forward-difference gradient (Neumann boundaries, as
-    :func:`boneframe.differences.gradient`) and :math:`w` the weight,
+    :func:`boneframe.operators.gradient`) and :math:`w` the weight,
 
     .. math::
         R(x) = w \sum_i \|(D x)_i\|_2 \quad\text{(isotropic)}, \qquad

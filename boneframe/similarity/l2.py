@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from boneframe.additive import AdditiveSimilarity, Blocks, GreyMoments, LinearGradient
 from boneframe.interfaces import Similarity
 
 Normalisation = Literal["variance", "voxels", "none"]
@@ -26,7 +27,7 @@ class L2Params(BaseModel):
     )
 
 
-class L2(Similarity):
+class L2(AdditiveSimilarity, Similarity):
     r"""Squared Euclidean distance between a prediction ``u`` and the data ``g``.
 
     Notes
@@ -58,24 +59,45 @@ class L2(Similarity):
     quadratic: ClassVar[bool] = True
     scale_sensitive: ClassVar[bool] = True
 
-    def scale(self, g: np.ndarray) -> float:
-        """The normaliser ``Z(g)`` (1 when ``g`` is constant and ``Z`` would vanish)."""
+    def normaliser(self, data: GreyMoments) -> float:
+        """The normaliser ``Z`` from the moments of ``g`` (1 when ``g`` is constant
+        and ``Z`` would vanish)."""
         mode = self.params.normalise
         if mode == "none":
             return 1.0
         if mode == "voxels":
-            return float(g.size)
-        z = float(np.sum((g - np.mean(g, dtype=np.float64)) ** 2, dtype=np.float64))
-        return z if z > 0 else 1.0
+            return float(data.n)
+        return data.m2 if data.m2 > 0 else 1.0
 
-    def __call__(self, u: np.ndarray, g: np.ndarray) -> float:
-        r = np.asarray(u, dtype=np.float64) - g
-        return float(np.vdot(r, r)) / self.scale(g)
+    def curvature(self, data: GreyMoments) -> float:
+        """``kappa`` of ``D(u) = kappa/2 ||u - g||²``: ``2 / Z``."""
+        return 2.0 / self.normaliser(data)
 
-    def grad(self, u: np.ndarray, g: np.ndarray) -> np.ndarray:
-        return (2.0 / self.scale(g)) * (np.asarray(u, dtype=np.float64) - g)
+    def evaluate(self, blocks: Blocks, gradient: bool) -> tuple[float, LinearGradient | None]:
+        """``||u - g||² / Z`` summed over the blocks; gradient ``2 (u - g) / Z``."""
+        z = self.normaliser(blocks.data)
+        value = blocks.reduce(_squared_residual) / z
+        if not gradient:
+            return value, None
+        return value, LinearGradient(_residual, (), _Weight(2.0 / z))
 
-    def value_and_grad(self, u: np.ndarray, g: np.ndarray) -> tuple[float, np.ndarray]:
-        z = self.scale(g)
-        r = np.asarray(u, dtype=np.float64) - g
-        return float(np.vdot(r, r)) / z, (2.0 / z) * r
+
+def _squared_residual(u: np.ndarray, g: np.ndarray) -> float:
+    r = u - g
+    return float(np.vdot(r, r))
+
+
+def _residual(
+    u: np.ndarray, g: np.ndarray, index: tuple[slice, ...]
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    return {"r": u - g}, {}
+
+
+class _Weight:
+    """The coefficient of the residual field (a picklable constant)."""
+
+    def __init__(self, c: float):
+        self.c = c
+
+    def __call__(self, sums: dict[str, float]) -> dict[str, float]:
+        return {"r": self.c}

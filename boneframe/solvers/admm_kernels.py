@@ -16,7 +16,7 @@ sums what the records need (:math:`\|x^{k+1} - x^k\|^2`, :math:`\|x^{k+1}\|^2`,
 :math:`\phi(D x^{k+1})`, :math:`\|D x^{k+1}\|^2`, :math:`\phi(v^{k+1})`,
 :math:`\|v^{k+1} - D x^{k+1}\|^2 = \|y^{k+1} - y^k\|^2` and
 :math:`y^{k+1 T}(y^k - y^{k+1})`) in float64 per slice. ``D`` is the periodic
-forward difference of :mod:`boneframe.differences` (``boundary="periodic"``).
+forward difference of :mod:`boneframe.operators.differences` (``boundary="periodic"``).
 
 The loops are serial ``nogil`` functions over a range of slices, run on a few
 threads by :func:`boneframe.parallel.run_chunks` (numba's ``parallel=True``

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from boneframe.errors import InputError
-from boneframe.kernel import KernelEstimate, as_support, estimate_kernel
-from boneframe.kernel_summary import summarize_kernel
+from boneframe.kernel import Kernel, as_support, estimate_kernel, summarize_kernel
 
 
 @dataclass
@@ -32,23 +31,23 @@ class RegionalKernels:
         Regions per axis.
     regions : list of tuple of slices
         Low-resolution block of each region (without the margin), C order over the grid.
-    estimates : list of KernelEstimate
+    estimates : list of Kernel
         One per region, same order.
     voxel_size : tuple of 3 floats
         High-resolution voxel size in µm (for the summaries).
     summaries : list of dict
-        :func:`boneframe.kernel_summary.summarize_kernel` of each kernel.
+        :func:`boneframe.kernel.summary.summarize_kernel` of each kernel.
     """
 
     grid: tuple[int, int, int]
     regions: list[tuple[slice, ...]]
-    estimates: list[KernelEstimate]
+    estimates: list[Kernel]
     voxel_size: tuple[float, float, float]
     summaries: list[dict[str, Any]] = field(default_factory=list)
 
     def kernels(self) -> np.ndarray:
         """All kernels, shape ``(*grid, *support)``."""
-        stack = np.stack([e.kernel for e in self.estimates])
+        stack = np.stack([e.array for e in self.estimates])
         return stack.reshape(*self.grid, *stack.shape[1:])
 
     def fwhm(self) -> np.ndarray:
@@ -58,7 +57,7 @@ class RegionalKernels:
 
     def deviation(self) -> np.ndarray:
         """Relative L2 distance of each unit-sum kernel to the mean unit-sum kernel."""
-        unit = np.stack([e.kernel / e.kernel.sum() for e in self.estimates])
+        unit = np.stack([e.array / e.array.sum() for e in self.estimates])
         mean = unit.mean(axis=0)
         dist = np.linalg.norm((unit - mean).reshape(len(unit), -1), axis=1)
         return (dist / np.linalg.norm(mean)).reshape(self.grid)
@@ -195,5 +194,5 @@ def regional_kernels(
             raise InputError(f"region {index} (LR block {bounds}): {exc}") from None
         regions.append(region)
         estimates.append(est)
-        summaries.append(summarize_kernel(est.kernel, vs))
+        summaries.append(summarize_kernel(est.array, vs))
     return RegionalKernels(parts, regions, estimates, vs, summaries)  # type: ignore[arg-type]

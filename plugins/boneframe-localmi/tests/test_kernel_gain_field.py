@@ -21,8 +21,8 @@ from boneframe.phantom import gaussian_kernel, simulate_pair
 TRUE = gaussian_kernel((1.6, 1.3, 1.1), 9, (0.3, -0.2, 0.1), gain=0.9)
 
 #: Gradient-descent iterations for both similarities: the global mi converges
-#: within them (79 iterations, seed 0, error 0.198); local-mi is still moving
-#: slowly (0.169 at 50, 0.166 at 80, 0.164 at its convergence after 405).
+#: within them (79 iterations, seed 0, error 0.198); local-mi is within 1e-3 of
+#: its converged error (0.177 at 50, 0.179 at 80 and at its convergence after 139).
 MAX_ITER = 80
 
 
@@ -52,13 +52,14 @@ def test_local_mi_recovers_the_kernel_under_a_gain_field(shaded_pair):
         start = time.perf_counter()
         est = estimate_kernel(hr, lr, similarity=name, solver="gradient-descent", max_iter=MAX_ITER)
         times[name] = time.perf_counter() - start
-        errors[name] = relative_kernel_error(est.kernel, TRUE)
-        assert np.all(np.isfinite(est.kernel)) and est.kernel.min() >= 0
+        errors[name] = relative_kernel_error(est.array, TRUE)
+        assert np.all(np.isfinite(est.array)) and est.array.min() >= 0
     print(
         f"\n48^3 HR, seed 0, gain 1 +/- 0.3 across x, noise 1 %, {MAX_ITER} iterations: "
         + ", ".join(f"{k} error {errors[k]:.3f} ({times[k]:.1f} s)" for k in errors)
     )
     # observed (seeds 0/1/2, 80 iterations, default alphas 7.9 and 1): mi
-    # 0.198/0.152/0.286, local-mi 0.166/0.126/0.213 (ratios 0.84/0.83/0.74)
-    assert errors["local-mi"] < 0.2
-    assert errors["local-mi"] < 0.9 * errors["mi"], errors
+    # 0.198/0.152/0.286, local-mi 0.179/0.130/0.219 (ratios 0.90/0.86/0.77; with
+    # u binned by its extremes, before, 0.166/0.126/0.213)
+    assert errors["local-mi"] < 0.19
+    assert errors["local-mi"] < 0.95 * errors["mi"], errors

@@ -1,0 +1,258 @@
+r"""The TV super-resolution problem on a periodic grid: an ADMM ``SplitProblem``.
+
+``min_f mu/2 ||U H f - g||² + R(f)`` with ``R(f) = phi(D f)``, ``D`` the periodic
+forward differences and the exact Fourier f-step of
+:class:`boneframe.fourier_solve.FourierNormalSolver` (Zhao et al., IEEE TIP
+2016). :meth:`SuperResolutionProblem.from_scan` normalises and pads a scan so
+that the paper's parameters apply at any grey scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+
+from boneframe.fourier_solve import FourierNormalSolver
+from boneframe.interfaces import Regularizer
+from boneframe.operators import Factor, as_factor, check_kernel
+from boneframe.superres.checks import check_scale, real_volume
+from boneframe.superres.upsample import upsample_spline
+
+__all__ = ["GREY_RANGE", "PAD_MARGIN", "SuperResolutionProblem", "padding_width"]
+
+
+#: The normalised grey scale: ``g`` is rescaled so that the 0.5-99.5 percentile
+#: range of ``g/gain - c`` spans this many units (see :func:`super_resolve`).
+GREY_RANGE = 300.0
+#: Extra low-resolution voxels of padding beyond the kernel's reach (see
+#: :func:`padding_width`).
+PAD_MARGIN = 2
+
+
+
+def padding_width(kernel_shape: tuple[int, ...], p: Factor = 2) -> tuple[int, int, int]:
+    """Low-resolution padding per axis: the kernel's reach plus :data:`PAD_MARGIN`.
+
+    The exact f-step treats the (padded) volume as periodic. Reflect padding of
+    ``ceil((K//2) / p)`` LR voxels puts every HR voxel that blurs into the
+    original LR voxels inside the padded domain; the margin keeps the
+    wrap-around seam far enough for its influence through the TV coupling to
+    die out before the original volume. (Measured on a 96³ phantom against the
+    solution on the surrounding true data: beyond the kernel's reach, more
+    padding changed the estimate 8 HR voxels inside the faces by less than
+    1e-4 of the bone-marrow contrast; no padding at all doubled the error there.)
+    """
+    return tuple(
+        -(-(int(k) // 2) // q) + PAD_MARGIN for k, q in zip(kernel_shape, as_factor(p), strict=True)
+    )  # type: ignore[return-value]
+
+
+class SuperResolutionProblem:
+    r"""``min_f mu/2 ||U H f - g||² + R(f)`` on a periodic HR grid (an ADMM problem).
+
+    Implements :class:`boneframe.solvers.admm.SplitProblem` with the periodic
+    forward-difference gradient for ``D`` and the exact f-step of
+    :class:`~boneframe.fourier_solve.FourierNormalSolver`.
+    ``periodic_differences`` and :meth:`solve_split_adjoint` let ADMM run its
+    compiled path (:mod:`boneframe.solvers.admm_kernels`).
+
+    Parameters
+    ----------
+    g : ndarray
+        LR volume (already offset-corrected, padded and scaled as wished).
+    kernel : ndarray
+        The blurring kernel ``h``.
+    p : int or sequence of int
+        Decimation factor.
+    regularizer : Regularizer
+        ``R(f) = phi(D f)``; ADMM uses its ``prox_split``.
+    dtype : numpy dtype
+        Working precision.
+    workers : int
+        FFT threads (``-1``: all cores).
+    solver : str
+        Registered solver accepting a ``SplitProblem`` (``"admm"``).
+    solver_params : mapping, optional
+        Further solver parameters (e.g. ``{"adapt_iter": 0}`` for the paper's
+        plain ADMM); they override ``mu``, ``beta``, ``tol`` and ``max_iter``.
+    """
+
+    #: ``D`` is the periodic forward difference (ADMM's compiled path relies on it).
+    periodic_differences: bool = True
+
+    def __init__(
+        self,
+        g: np.ndarray,
+        kernel: np.ndarray,
+        p: Factor,
+        regularizer: Regularizer,
+        *,
+        dtype: type = np.float32,
+        workers: int = -1,
+    ):
+        self.p = as_factor(p)
+        self.dtype = np.dtype(dtype)
+        self.g = np.ascontiguousarray(g, dtype=self.dtype)
+        self.kernel = check_kernel(kernel)
+        self.regularizer = regularizer
+        self.workers = workers
+        self.shape = tuple(n * q for n, q in zip(self.g.shape, self.p, strict=True))
+        self._solver: FourierNormalSolver | None = None
+        self._rhs_data: np.ndarray | None = None
+        self._g_spec: np.ndarray | None = None
+        self._last: tuple[np.ndarray, float] | None = None
+        #: set by :meth:`from_scan`: grey-level scale, LR padding, HR crop of the scan
+        self.scale = 1.0
+        self.padding: tuple[int, int, int] = (0, 0, 0)
+        self.crop: tuple[slice, ...] = (slice(None),) * 3
+
+    @classmethod
+    def from_scan(
+        cls,
+        g: np.ndarray,
+        kernel: np.ndarray,
+        *,
+        offset: float = 0.0,
+        p: Factor = 2,
+        regularizer: Regularizer,
+        workers: int = -1,
+        scale: float | None = None,
+    ) -> SuperResolutionProblem:
+        """The normalised, padded problem :func:`super_resolve` solves for a scan ``g``.
+
+        ``g / gain - offset`` is scaled by ``scale = GREY_RANGE / range`` (or
+        by the given ``scale``) and reflect-padded by :func:`padding_width`
+        (then up to FFT-friendly sizes); the kernel is divided by its gain.
+        :meth:`estimate` maps a solution back.
+        """
+        g = real_volume(g, "g")
+        h = check_kernel(np.asarray(kernel, dtype=np.float64))
+        p3 = as_factor(p)
+        gain = float(np.sum(h))
+        corrected = g.astype(np.float64) / gain - offset
+        if scale is None:
+            scale = GREY_RANGE / _robust_range(corrected)
+        else:
+            scale = check_scale(scale)
+        pad = padding_width(h.shape, p3)
+        padded = [_fast_len(n + 2 * m, q) for n, m, q in zip(g.shape, pad, p3, strict=True)]
+        widths = [(m, L - n - m) for n, m, L in zip(g.shape, pad, padded, strict=True)]
+        g_n = np.pad((corrected * scale).astype(np.float32), widths, mode="reflect")
+        problem = cls(g_n, h / gain, p3, regularizer, workers=workers)
+        problem.scale = scale
+        problem.padding = pad
+        problem.crop = tuple(
+            slice(q * m, q * (m + n)) for q, m, n in zip(p3, pad, g.shape, strict=True)
+        )
+        return problem
+
+    def initial_estimate(self) -> np.ndarray:
+        """ADMM's starting point: :func:`upsample_spline` of the (normalised) ``g``."""
+        return upsample_spline(self.g, self.p)
+
+    def estimate(self, x: np.ndarray) -> np.ndarray:
+        """A solution ``x`` cropped to the scan's HR grid, in its grey scale (float32)."""
+        return (x[self.crop] / self.scale).astype(np.float32)
+
+    def _fourier(self, mu: float, beta: float) -> FourierNormalSolver:
+        s = self._solver
+        if s is None:
+            s = FourierNormalSolver(
+                self.kernel,
+                self.shape,
+                self.p,
+                mu=mu,
+                beta=beta,
+                dtype=self.dtype,
+                workers=self.workers,
+            )
+            self._solver = s
+            self._g_spec = s.lr_spectrum(self.g)
+        elif s.mu != mu or s.beta != beta:
+            if s.mu != mu:
+                self._rhs_data = None
+            s.set_weights(mu, beta)
+        if self._rhs_data is None:
+            self._rhs_data = s.data_rhs(self.g)
+        return s
+
+    def gradient(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Periodic forward differences ``D x``, shape ``(3, *x.shape)``."""
+        if out is None:
+            out = np.empty((3, *x.shape), dtype=np.result_type(x.dtype, np.float32))
+        for a in range(3):
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[a], hi[a] = slice(0, -1), slice(1, None)
+            np.subtract(x[tuple(hi)], x[tuple(lo)], out=out[a][tuple(lo)])
+            first = [slice(None)] * 3
+            last = [slice(None)] * 3
+            first[a], last[a] = slice(0, 1), slice(-1, None)
+            np.subtract(x[tuple(first)], x[tuple(last)], out=out[a][tuple(last)])
+        return out
+
+    def gradient_adjoint(self, v: np.ndarray) -> np.ndarray:
+        """``D^T v`` for the periodic differences (minus the backward divergence)."""
+        out = np.negative(v[0])
+        out -= v[1]
+        out -= v[2]
+        for a in range(3):
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[a], hi[a] = slice(0, -1), slice(1, None)
+            out[tuple(hi)] += v[a][tuple(lo)]
+            first = [slice(None)] * 3
+            last = [slice(None)] * 3
+            first[a], last[a] = slice(0, 1), slice(-1, None)
+            out[tuple(first)] += v[a][tuple(last)]
+        return out
+
+    def solve_split(self, w: np.ndarray, mu: float, beta: float) -> np.ndarray:
+        r"""Exact f-step: :math:`(\mu H^TU^TUH + \beta D^TD) f = \mu H^TU^T g + \beta D^T w`."""
+        return self.solve_split_adjoint(self.gradient_adjoint(w), mu, beta)
+
+    def solve_split_adjoint(self, dtw: np.ndarray, mu: float, beta: float) -> np.ndarray:
+        r"""The f-step of :meth:`solve_split` given :math:`D^T w` rather than ``w``.
+
+        ADMM's compiled path (:mod:`boneframe.solvers.admm_kernels`) computes
+        :math:`D^T w` itself, in one pass with the v-step.
+        """
+        s = self._fourier(mu, beta)
+        rhs = s.forward(dtw)
+        rhs *= beta
+        rhs += self._rhs_data
+        spec = s.solve_spectrum(rhs, overwrite=True)
+        del rhs
+        res = s.blurred_decimated(spec)
+        res -= self._g_spec
+        r2 = s.lr_norm2(res)
+        x = s.inverse(spec)
+        self._last = (x, r2)
+        return x
+
+    def residual_norm2(self, x: np.ndarray) -> float:
+        """``||U H x - g||²`` (reused from the last f-step when ``x`` is its result)."""
+        if self._last is not None and x is self._last[0]:
+            return self._last[1]
+        s = self._solver or FourierNormalSolver(
+            self.kernel, self.shape, self.p, mu=1.0, beta=1.0, dtype=self.dtype
+        )
+        res = s.blurred_decimated(s.forward(np.asarray(x, dtype=self.dtype)))
+        res -= s.lr_spectrum(self.g)
+        return s.lr_norm2(res)
+
+
+def _robust_range(a: np.ndarray) -> float:
+    lo, hi = np.percentile(a, [0.5, 99.5])
+    span = float(hi - lo)
+    if span > 0:
+        return span
+    return float(np.max(np.abs(a))) or 1.0
+
+
+def _fast_len(n: int, q: int) -> int:
+    """Smallest ``m >= n`` with ``q * m`` a fast FFT length."""
+    m = n
+    while scipy.fft.next_fast_len(q * m, real=True) != q * m:
+        m += 1
+    return m
