@@ -115,7 +115,7 @@ def main() -> None:
     shape, g_n = problem.shape, problem.g
 
     def objective(f: np.ndarray) -> float:
-        return 0.5 * mu * problem.residual_norm2(f) + TV().split_value(problem.gradient(f))
+        return 0.5 * mu * problem.residual_norm2(f) + TV().penalty(problem.gradient(f))
 
     target = res.history[-1]["objective"]  # the same J, recorded by boneframe's ADMM
     print(f"objective reached by boneframe: {target:.6g}")

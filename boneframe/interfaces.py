@@ -10,7 +10,7 @@ pydantic ``Params`` model for its parameters; instances hold validated params.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -88,35 +88,52 @@ class Similarity(Strategy):
 
 
 class Regularizer(Strategy):
-    """A penalty ``R(x)`` on an unknown (a kernel or a volume)."""
+    r"""A penalty :math:`R(x) = \varphi(D x)`: a function of the forward differences of ``x``.
+
+    A regulariser is its penalty :math:`\varphi` on a difference field ``v`` (shape
+    ``(3, *x.shape)``) and the difference operator :math:`D`
+    (:meth:`difference`: :class:`~boneframe.operators.Gradient` with Neumann
+    boundaries). Subclasses implement :meth:`penalty` and, where defined, its
+    gradient :meth:`penalty_grad` (smooth penalties: gradient descent on kernels)
+    and its proximal step :meth:`prox_penalty` (ADMM's v-step in
+    super-resolution, whose problem applies :math:`\varphi` to its own periodic
+    differences). The value and gradient of ``R`` follow:
+    :math:`\nabla R(x) = D^\top \nabla\varphi(D x)`.
+    """
 
     kind: ClassVar[str] = "regularizer"
-    #: ``grad`` is defined (otherwise use ``prox``).
+    #: :meth:`penalty_grad` (hence :meth:`grad`) is defined.
     smooth: ClassVar[bool] = True
 
     @abstractmethod
-    def __call__(self, x: np.ndarray) -> float:
-        """Value of the penalty."""
+    def penalty(self, v: np.ndarray) -> float:
+        r""":math:`\varphi(v)` of a difference field ``v`` of shape ``(3, ...)``."""
 
-    def grad(self, x: np.ndarray) -> np.ndarray:
-        """Gradient of the penalty (smooth regularisers only)."""
+    def penalty_grad(self, v: np.ndarray) -> np.ndarray:
+        r""":math:`\nabla\varphi(v)` (smooth penalties only)."""
         raise NotImplementedError(f"regularizer {self.name!r} is not differentiable")
 
-    def prox(self, x: np.ndarray, tau: float) -> np.ndarray:
-        """Proximal step ``argmin_z R(z) + ||z - x||² / (2 tau)``."""
+    def prox_penalty(self, v: np.ndarray, tau: float) -> np.ndarray:
+        r"""Proximal step of :math:`\tau\varphi`:
+        :math:`\arg\min_z \varphi(z) + \|z - v\|^2 / (2\tau)`."""
         raise NotImplementedError(f"regularizer {self.name!r} has no proximal step")
 
-    def prox_split(self, v: np.ndarray, tau: float) -> np.ndarray:
-        """Proximal step of ``tau * phi`` where ``R(x) = phi(D x)`` (ADMM's v-step).
+    def difference(self, shape: Sequence[int]) -> Any:
+        """The difference operator ``D`` on arrays of ``shape`` (Neumann boundaries)."""
+        from boneframe.operators import Gradient
 
-        ``v`` is a gradient field of shape ``(3, *x.shape)`` and ``D`` the
-        forward-difference gradient of :mod:`boneframe.differences`.
-        """
-        raise NotImplementedError(f"regularizer {self.name!r} cannot be split as phi(D x)")
+        return Gradient(tuple(shape), "neumann")
 
-    def split_value(self, v: np.ndarray) -> float:
-        """Value of ``phi`` at a gradient field ``v`` (so that ``R(x) = phi(D x)``)."""
-        raise NotImplementedError(f"regularizer {self.name!r} cannot be split as phi(D x)")
+    def __call__(self, x: np.ndarray) -> float:
+        """``R(x) = phi(D x)``."""
+        return self.penalty(self.difference(np.shape(x)).matvec(np.asarray(x)))
+
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        """``D^T grad phi(D x)`` (smooth regularisers only)."""
+        if not self.smooth:
+            raise NotImplementedError(f"regularizer {self.name!r} is not differentiable")
+        d = self.difference(np.shape(x))
+        return d.rmatvec(self.penalty_grad(d.matvec(np.asarray(x))))
 
 
 @dataclass
@@ -136,13 +153,33 @@ Callback = Callable[[int, Any, dict[str, float]], bool | None]
 
 
 class Solver(Strategy):
-    """An optimisation algorithm; each solver documents the problem shape it accepts."""
+    """An optimisation algorithm for one shape of problem (:attr:`accepts`)."""
 
     kind: ClassVar[str] = "solver"
+    #: The problem shape the solver accepts: a runtime-checkable ``Protocol``
+    #: whose docstring says what a problem provides (``GradientProblem``,
+    #: ``QuadraticProblem``, ``SplitProblem`` for the built-ins).
+    accepts: ClassVar[type] = object
 
     @abstractmethod
     def solve(self, problem: Any, x0: Any, callback: Callback | None = None) -> SolverResult:
         """Minimise ``problem`` starting from ``x0``."""
+
+    def check_problem(self, problem: Any, what: str = "this problem") -> None:
+        """Refuse a problem that is not of the shape :attr:`accepts` names.
+
+        Raises
+        ------
+        InputError
+            Naming the solver, the shape it needs and what was given.
+        """
+        if not isinstance(problem, self.accepts):
+            from boneframe.errors import InputError
+
+            raise InputError(
+                f"solver {self.name!r} solves a {self.accepts.__name__}; {what} is not one "
+                f"({type(problem).__name__})"
+            )
 
 
 # -- metrics ---------------------------------------------------------------------------

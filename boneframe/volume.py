@@ -88,8 +88,11 @@ class Volume:
 
     @property
     def is_lazy(self) -> bool:
-        """True when the data is a dask array (not yet in memory)."""
-        return not isinstance(self.data, np.ndarray)
+        """True when the data is a dask array (not yet in memory): one rule,
+        :func:`boneframe.compute.is_lazy`."""
+        from boneframe.compute import is_lazy
+
+        return is_lazy(self.data)
 
     def require_voxel_size(self) -> Triple:
         """Return the voxel size, or raise a clear error when it is unknown."""

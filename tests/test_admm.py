@@ -71,7 +71,7 @@ def test_history_records():
     x = result.x
     residual = problem.residual_norm2(x.copy())  # recomputed, not the cached value
     assert record["data"] == pytest.approx(0.5 * 10.0 * residual, rel=1e-9)
-    assert record["regularizer"] == pytest.approx(TV().split_value(problem.gradient(x)), rel=1e-9)
+    assert record["regularizer"] == pytest.approx(TV().penalty(problem.gradient(x)), rel=1e-9)
 
 
 def test_quadratic_regulariser_converges_to_the_closed_form():
@@ -85,7 +85,7 @@ def test_quadratic_regulariser_converges_to_the_closed_form():
     expected = exact.solve(exact.inverse(exact.data_rhs(problem.g)))
     assert result.converged
     np.testing.assert_allclose(result.x, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
-    # the record of phi is missing for a regulariser without split_value
+    # the record of phi is missing for a regulariser without penalty
     last = result.history[-1]
     assert np.isfinite(last["augmented_lagrangian"]) and last["regularizer"] > 0
 
@@ -148,13 +148,13 @@ def test_fused_kernels_are_the_periodic_differences():
         dv = np.empty_like(y)
         sums = kern.split_update(x, x_old, y, w2, 0.3, anisotropic=aniso, dv=dv)
         d = gradient(x, "periodic")
-        v = TV(anisotropic=aniso).prox_split(d, 0.3)
+        v = TV(anisotropic=aniso).prox_penalty(d, 0.3)
         np.testing.assert_allclose(y, d - v, atol=1e-6)
         np.testing.assert_allclose(w2, v - (d - v), atol=1e-6)
         np.testing.assert_allclose(dv, -v, atol=1e-6)  # v_old = w_old + y_old = 0
         assert sums["step2"] == pytest.approx(float(np.sum((x - x_old) ** 2.0)), rel=1e-5)
-        assert sums["phi_v"] == pytest.approx(TV(anisotropic=aniso).split_value(v), rel=1e-5)
-        assert sums["phi_dx"] == pytest.approx(TV(anisotropic=aniso).split_value(d), rel=1e-5)
+        assert sums["phi_v"] == pytest.approx(TV(anisotropic=aniso).penalty(v), rel=1e-5)
+        assert sums["phi_dx"] == pytest.approx(TV(anisotropic=aniso).penalty(d), rel=1e-5)
         assert sums["gap2"] == pytest.approx(float(np.sum((v - d) ** 2.0)), rel=1e-5)
 
 

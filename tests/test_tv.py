@@ -31,32 +31,32 @@ def test_isotropic_shrinkage_by_hand():
     v = np.zeros((3, 2, 1, 1))
     v[:, 0, 0, 0] = (3.0, 4.0, 0.0)  # norm 5
     v[:, 1, 0, 0] = (0.3, 0.0, 0.4)  # norm 0.5, below the threshold
-    out = TV(weight=2.0).prox_split(v, 0.5)  # threshold 1
+    out = TV(weight=2.0).prox_penalty(v, 0.5)  # threshold 1
     np.testing.assert_allclose(out[:, 0, 0, 0], (2.4, 3.2, 0.0))
     np.testing.assert_allclose(out[:, 1, 0, 0], 0.0)
 
 
 def test_anisotropic_soft_threshold_by_hand():
     v = np.array([3.0, -0.5, -4.0]).reshape(3, 1, 1, 1)
-    out = TV(anisotropic=True).prox_split(v, 1.0)
+    out = TV(anisotropic=True).prox_penalty(v, 1.0)
     np.testing.assert_allclose(out.ravel(), (2.0, 0.0, -3.0))
 
 
 def test_shrinkage_of_zero_is_finite():
-    out = TV().prox_split(np.zeros((3, 2, 2, 2), dtype=np.float32), 1.0)
+    out = TV().prox_penalty(np.zeros((3, 2, 2, 2), dtype=np.float32), 1.0)
     assert out.dtype == np.float32 and np.all(out == 0)
 
 
 @pytest.mark.parametrize("anisotropic", [False, True])
-def test_prox_split_minimises_its_objective(anisotropic):
+def test_prox_penalty_minimises_its_objective(anisotropic):
     rng = np.random.default_rng(0)
     tv = TV(weight=0.7, anisotropic=anisotropic)
     v = rng.standard_normal((3, 4, 4, 4))
     tau = 0.8
-    z = tv.prox_split(v, tau)
+    z = tv.prox_penalty(v, tau)
 
     def objective(w):
-        return tau * tv.split_value(w) + 0.5 * np.sum((w - v) ** 2)
+        return tau * tv.penalty(w) + 0.5 * np.sum((w - v) ** 2)
 
     best = objective(z)
     for _ in range(20):
@@ -68,7 +68,7 @@ def test_tv_is_not_smooth_and_refuses_a_gradient():
     with pytest.raises(NotImplementedError):
         TV().grad(np.zeros((2, 2, 2)))
     with pytest.raises(InputError):
-        TV().prox_split(np.zeros((3, 2, 2, 2)), -1.0)
+        TV().prox_penalty(np.zeros((3, 2, 2, 2)), -1.0)
 
 
 def test_registered_as_tv():
@@ -82,5 +82,5 @@ def test_registered_as_tv():
 def test_value_of_a_shrunk_field_is_remembered_correctly(anisotropic):
     tv = TV(weight=1.3, anisotropic=anisotropic)
     v = np.random.default_rng(1).standard_normal((3, 5, 5, 5))
-    out = tv.prox_split(v, 0.4)
-    assert tv.split_value(out) == pytest.approx(tv.split_value(out.copy()), rel=1e-12)
+    out = tv.prox_penalty(v, 0.4)
+    assert tv.penalty(out) == pytest.approx(tv.penalty(out.copy()), rel=1e-12)

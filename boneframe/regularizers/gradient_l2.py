@@ -8,7 +8,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from boneframe.interfaces import Regularizer
-from boneframe.operators import gradient, gradient_adjoint
 
 
 class GradientL2Params(BaseModel):
@@ -25,26 +24,23 @@ class GradientL2(Regularizer):
     -----
     .. math:: R(x) = w \, \|D x\|_2^2, \qquad \nabla R(x) = 2 w \, D^T D x = -2 w \Delta x
 
-    with Neumann boundaries (no difference across the array border). As the
-    splitting function of ADMM, :math:`\phi(v) = w \|v\|^2` and its proximal step
-    is :math:`v / (1 + 2 w \tau)`.
+    with Neumann boundaries (no difference across the array border): the penalty
+    :math:`\varphi(v) = w \|v\|^2` of the differences, whose gradient is
+    :math:`2 w v` and proximal step :math:`v / (1 + 2 w \tau)`.
     """
 
     name: ClassVar[str] = "gradient-l2"
     description: ClassVar[str] = "weight * ||grad x||^2 (smooth Tikhonov penalty)"
     Params: ClassVar[type[BaseModel]] = GradientL2Params
 
-    def __call__(self, x: np.ndarray) -> float:
-        d = gradient(x)
-        return float(self.params.weight * np.vdot(d, d).real)
-
-    def grad(self, x: np.ndarray) -> np.ndarray:
-        return 2.0 * self.params.weight * gradient_adjoint(gradient(x))
-
-    def split_value(self, v: np.ndarray) -> float:
+    def penalty(self, v: np.ndarray) -> float:
         """``weight * ||v||²``."""
         return float(self.params.weight * np.vdot(v, v).real)
 
-    def prox_split(self, v: np.ndarray, tau: float) -> np.ndarray:
-        """Proximal step of ``tau * weight * ||v||²`` on a gradient field ``v``."""
+    def penalty_grad(self, v: np.ndarray) -> np.ndarray:
+        """``2 weight v``."""
+        return 2.0 * self.params.weight * v
+
+    def prox_penalty(self, v: np.ndarray, tau: float) -> np.ndarray:
+        """Proximal step of ``tau * weight * ||v||²``: ``v / (1 + 2 weight tau)``."""
         return v / (1.0 + 2.0 * self.params.weight * tau)

@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from boneframe.errors import InputError
 from boneframe.interfaces import Regularizer
-from boneframe.operators import gradient
 
 
 class TVParams(BaseModel):
@@ -34,12 +33,12 @@ class TV(Regularizer):
         R(x) = w \sum_i \|(D x)_i\|_2 \quad\text{(isotropic)}, \qquad
         R(x) = w \sum_i \sum_a |(D_a x)_i| \quad\text{(anisotropic)}.
 
-    As the splitting function of ADMM, :math:`R(x) = \phi(D x)`. The proximal
-    step of :math:`\tau\phi` on a gradient field :math:`v` is the vectorial
-    shrinkage (isotropic)
+    The penalty of the differences is :math:`\varphi(v) = w \sum_i \|v_i\|_2`
+    (:math:`R(x) = \varphi(D x)`); its proximal step (ADMM's v-step) on a
+    difference field :math:`v` is the vectorial shrinkage (isotropic)
 
     .. math::
-        \operatorname{prox}_{\tau\phi}(v)_i
+        \operatorname{prox}_{\tau\varphi}(v)_i
             = \max\!\Big(1 - \frac{\tau w}{\|v_i\|_2}, 0\Big)\, v_i
 
     or the component-wise soft threshold
@@ -67,10 +66,7 @@ class TV(Regularizer):
     Params: ClassVar[type[BaseModel]] = TVParams
     smooth: ClassVar[bool] = False
 
-    def __call__(self, x: np.ndarray) -> float:
-        return self.split_value(gradient(np.asarray(x)))
-
-    def split_value(self, v: np.ndarray) -> float:
+    def penalty(self, v: np.ndarray) -> float:
         r""":math:`\phi(v)`: the penalty of a gradient field ``v`` of shape ``(3, ...)``."""
         cached = getattr(self, "_last_prox", None)
         if cached is not None and cached[0] is v:  # known from the shrinkage that made v
@@ -81,7 +77,7 @@ class TV(Regularizer):
             total = np.sum(_norms(v), dtype=np.float64)
         return float(self.params.weight * total)
 
-    def prox_split(self, v: np.ndarray, tau: float) -> np.ndarray:
+    def prox_penalty(self, v: np.ndarray, tau: float) -> np.ndarray:
         """Shrinkage of a gradient field ``v`` (shape ``(3, ...)``), threshold ``tau * weight``."""
         if tau < 0:
             raise InputError(f"the proximal step needs tau >= 0, got {tau}")

@@ -8,7 +8,6 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from boneframe.errors import InputError
 from boneframe.interfaces import Callback, Regularizer, Solver, SolverResult
 
 
@@ -20,11 +19,11 @@ class SplitProblem(Protocol):
 
     where :math:`\phi` is the ``regularizer``'s splitting function
     (``R(x) = phi(D x)``, its proximal step
-    :meth:`~boneframe.interfaces.Regularizer.prox_split`) and ``D`` a linear
+    :meth:`~boneframe.interfaces.Regularizer.prox_penalty`) and ``D`` a linear
     "gradient" operator that the problem chooses (e.g. periodic differences).
     """
 
-    #: Provides ``prox_split(v, tau)``; ``split_value(v)`` (the value of phi)
+    #: Provides ``prox_penalty(v, tau)``; ``penalty(v)`` (the value of phi)
     #: is used for the records when present.
     regularizer: Regularizer
 
@@ -111,8 +110,7 @@ class ADMM(Solver):
     Every iteration records ``data`` (:math:`\frac{\mu}{2}\|Ax-b\|^2`),
     ``regularizer`` (:math:`\phi(Dx)`), ``objective`` (their sum),
     ``augmented_lagrangian`` (:math:`L_A` at the new iterate), ``relative_change``,
-    ``primal_residual`` (:math:`\|v - Dx\| / \|Dx\|`) and ``beta``; the
-    regulariser terms are NaN when the regulariser has no ``split_value``.
+    ``primal_residual`` (:math:`\|v - Dx\| / \|Dx\|`) and ``beta``.
 
     References
     ----------
@@ -125,19 +123,17 @@ class ADMM(Solver):
     """
 
     name: ClassVar[str] = "admm"
+    accepts: ClassVar[type] = SplitProblem
     description: ClassVar[str] = "ADMM with a split v = D x (TV super-resolution)"
     Params: ClassVar[type[BaseModel]] = ADMMParams
 
     def solve(self, problem: Any, x0: Any, callback: Callback | None = None) -> SolverResult:
-        if not isinstance(problem, SplitProblem):
-            raise InputError(
-                "ADMM needs a problem with regularizer, residual_norm2, gradient and solve_split"
-            )
+        self.check_problem(problem)
         if self.params.fused and _fusable(problem):
             return self._solve_fused(problem, x0, callback)
         mu, beta = self.params.mu, self.params.beta
         reg = problem.regularizer
-        phi = None if type(reg).split_value is Regularizer.split_value else reg.split_value
+        phi = reg.penalty
         x = np.asarray(x0)
         v = problem.gradient(x)
         # scaled multiplier y = lambda / beta: one pass fewer per update than lambda itself
@@ -150,10 +146,10 @@ class ADMM(Solver):
         for it in range(1, self.params.max_iter + 1):
             x_new = problem.solve_split(np.subtract(v, y, out=buf), mu, beta)  # w = v - y
             problem.gradient(x_new, out=dx)
-            reg_value = phi(dx) if phi is not None else math.nan
+            reg_value = phi(dx)
             dx_norm = _norm(dx)
             np.add(dx, y, out=buf)  # u = D x + y
-            v_old, v = v, reg.prox_split(buf, 1.0 / beta)
+            v_old, v = v, reg.prox_penalty(buf, 1.0 / beta)
             np.subtract(buf, v, out=buf)  # y_new = u - v = y + D x - v
             gap = np.subtract(y, buf, out=dx)  # primal residual v - D x = y - y_new
             y, buf = buf, y
@@ -161,7 +157,7 @@ class ADMM(Solver):
             change = _relative_change(_norm(np.subtract(x_new, x)), _norm(x_new))
             x = x_new
             data = 0.5 * mu * problem.residual_norm2(x)
-            phi_v = phi(v) if phi is not None else math.nan
+            phi_v = phi(v)
             gap2 = float(np.vdot(gap, gap).real)
             lam_gap = beta * float(np.vdot(y, gap).real)
             lagrangian = data + phi_v + 0.5 * beta * gap2 - lam_gap

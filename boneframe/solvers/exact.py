@@ -16,13 +16,23 @@ normal equations cannot honour them; use ``gradient-descent``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.linalg
 
 from boneframe.errors import InputError
 from boneframe.interfaces import Callback, Solver, SolverResult
+
+
+@runtime_checkable
+class QuadraticProblem(Protocol):
+    """The problem shape :class:`Exact` accepts (see the module's protocol):
+    ``normal_equations()``, optionally ``value(x)``, and no ``project``."""
+
+    def normal_equations(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(A, b)``: the minimisers solve ``A x = b``."""
+        ...
 
 
 class Exact(Solver):
@@ -44,14 +54,11 @@ class Exact(Solver):
 
     name: ClassVar[str] = "exact"
     description: ClassVar[str] = "direct solve of the normal equations (quadratic problems)"
+    accepts: ClassVar[type] = QuadraticProblem
 
     def solve(self, problem: Any, x0: Any, callback: Callback | None = None) -> SolverResult:
         """Solve ``A x = b`` from ``problem.normal_equations()``; ``x0`` gives the shape."""
-        if not callable(getattr(problem, "normal_equations", None)):
-            raise InputError(
-                "solver 'exact' needs a quadratic problem (normal_equations()); "
-                "use 'gradient-descent' for this similarity"
-            )
+        self.check_problem(problem)
         if getattr(problem, "project", None) is not None:
             raise InputError("solver 'exact' cannot honour constraints; use 'gradient-descent'")
         shape = np.shape(x0)

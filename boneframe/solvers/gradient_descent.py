@@ -20,7 +20,7 @@ Nothing else is assumed: ``x`` is any float ndarray (a kernel, a volume).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,6 +44,16 @@ STALL_RATIO = 1e-10
 #: ... unless the projected gradient has fallen below this fraction of its first
 #: value: at a smooth minimum rounding alone can fail the decrease tests.
 STATIONARY = 1e-3
+
+
+@runtime_checkable
+class GradientProblem(Protocol):
+    """The problem shape :class:`GradientDescent` accepts (see the module's protocol):
+    ``value_and_grad(x)``, and optionally ``project(x)``."""
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The objective at ``x`` and its gradient."""
+        ...
 
 
 class GradientDescentParams(BaseModel):
@@ -155,13 +165,13 @@ class GradientDescent(Solver):
     """
 
     name: ClassVar[str] = "gradient-descent"
+    accepts: ClassVar[type] = GradientProblem
     description: ClassVar[str] = "projected gradient descent (Barzilai-Borwein / Armijo / fixed)"
     Params: ClassVar[type[BaseModel]] = GradientDescentParams
 
     def solve(self, problem: Any, x0: Any, callback: Callback | None = None) -> SolverResult:
         """Minimise ``problem`` (see the module's protocol) from ``x0``."""
-        if not callable(getattr(problem, "value_and_grad", None)):
-            raise InputError("gradient-descent needs a problem with value_and_grad(x)")
+        self.check_problem(problem)
         prm = self.params
         project = getattr(problem, "project", None) or (lambda z: z)
         evaluations = 0

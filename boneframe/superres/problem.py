@@ -14,7 +14,7 @@ import scipy.fft
 
 from boneframe.fourier_solve import FourierNormalSolver
 from boneframe.interfaces import Regularizer
-from boneframe.operators import Factor, as_factor, check_kernel
+from boneframe.operators import Factor, Gradient, as_factor, check_kernel
 from boneframe.superres.checks import check_scale, real_volume
 from boneframe.superres.upsample import upsample_spline
 
@@ -65,7 +65,7 @@ class SuperResolutionProblem:
     p : int or sequence of int
         Decimation factor.
     regularizer : Regularizer
-        ``R(f) = phi(D f)``; ADMM uses its ``prox_split``.
+        ``R(f) = phi(D f)``; ADMM uses its ``prox_penalty``.
     dtype : numpy dtype
         Working precision.
     workers : int
@@ -101,6 +101,7 @@ class SuperResolutionProblem:
         self._rhs_data: np.ndarray | None = None
         self._g_spec: np.ndarray | None = None
         self._last: tuple[np.ndarray, float] | None = None
+        self._difference: Gradient | None = None
         #: set by :meth:`from_scan`: grey-level scale, LR padding, HR crop of the scan
         self.scale = 1.0
         self.padding: tuple[int, int, int] = (0, 0, 0)
@@ -176,36 +177,24 @@ class SuperResolutionProblem:
             self._rhs_data = s.data_rhs(self.g)
         return s
 
+    @property
+    def difference(self) -> Gradient:
+        """``D``: the periodic forward differences of the HR grid (an operator)."""
+        if self._difference is None:
+            self._difference = Gradient(self.shape, "periodic")
+        return self._difference
+
     def gradient(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Periodic forward differences ``D x``, shape ``(3, *x.shape)``."""
+        """``D x``, shape ``(3, *x.shape)`` (into ``out`` when given)."""
+        dx = self.difference.matvec(x)
         if out is None:
-            out = np.empty((3, *x.shape), dtype=np.result_type(x.dtype, np.float32))
-        for a in range(3):
-            lo = [slice(None)] * 3
-            hi = [slice(None)] * 3
-            lo[a], hi[a] = slice(0, -1), slice(1, None)
-            np.subtract(x[tuple(hi)], x[tuple(lo)], out=out[a][tuple(lo)])
-            first = [slice(None)] * 3
-            last = [slice(None)] * 3
-            first[a], last[a] = slice(0, 1), slice(-1, None)
-            np.subtract(x[tuple(first)], x[tuple(last)], out=out[a][tuple(last)])
+            return dx
+        out[...] = dx
         return out
 
     def gradient_adjoint(self, v: np.ndarray) -> np.ndarray:
-        """``D^T v`` for the periodic differences (minus the backward divergence)."""
-        out = np.negative(v[0])
-        out -= v[1]
-        out -= v[2]
-        for a in range(3):
-            lo = [slice(None)] * 3
-            hi = [slice(None)] * 3
-            lo[a], hi[a] = slice(0, -1), slice(1, None)
-            out[tuple(hi)] += v[a][tuple(lo)]
-            first = [slice(None)] * 3
-            last = [slice(None)] * 3
-            first[a], last[a] = slice(0, 1), slice(-1, None)
-            out[tuple(first)] += v[a][tuple(last)]
-        return out
+        """``D^T v`` (minus the backward divergence)."""
+        return self.difference.rmatvec(v)
 
     def solve_split(self, w: np.ndarray, mu: float, beta: float) -> np.ndarray:
         r"""Exact f-step: :math:`(\mu H^TU^TUH + \beta D^TD) f = \mu H^TU^T g + \beta D^T w`."""

@@ -149,7 +149,7 @@ def super_resolve(
         for a bare array).
     regularizer : str or Regularizer
         Registered regulariser name (``"tv"``, ``"gradient-l2"``) or an instance;
-        it must provide ``prox_split``.
+        it must provide ``prox_penalty``.
     mu, beta : float
         The paper's data weight and augmented-Lagrangian penalty, meant for
         the normalised grey scale (see Notes); passed to solvers that have them.
@@ -291,7 +291,9 @@ def super_resolve(
                 record.update({k: _number(v) for k, v in metric_fn(f_est).items()})
             return callback(it, f_est, record) if callback is not None else None
 
-    result = _solver(solver, settings).solve(problem, problem.initial_estimate(), wrapped)
+    algorithm = _solver(solver, settings)
+    algorithm.check_problem(problem, "super-resolution (a SplitProblem)")
+    result = algorithm.solve(problem, problem.initial_estimate(), wrapped)
     return SuperResolution(
         volume=Volume(estimate(result.x), **geometry),
         history=result.history,
