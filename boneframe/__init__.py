@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from boneframe.errors import BoneframeError, InputError
     from boneframe.io import read_volume, write_volume
     from boneframe.kernel import Kernel, estimate_kernel
-    from boneframe.metrics import measure
+    from boneframe.metrics.measure import measure
     from boneframe.phantom import simulate_pair
     from boneframe.registration import register
     from boneframe.registry import get_registry

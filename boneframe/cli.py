@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, overload
 
 import typer
 
@@ -47,6 +47,14 @@ def _root(
 
 def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
+
+
+@overload
+def parse_triple(text: str, what: str) -> tuple[float, float, float]: ...
+
+
+@overload
+def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | None: ...
 
 
 def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | None:
@@ -259,6 +267,8 @@ def estimate_kernel_cmd(
         sim_params["bins"] = bins
     if parzen_width is not None:
         sim_params["parzen_width"] = parzen_width
+    # init_sigma only when given: estimate_kernel's default otherwise
+    init_options: dict[str, Any] = {} if init_sigma is None else {"init_sigma": init_sigma}
     reporter = _reporter(quiet)
     with reporter.stage(f"kernel ({similarity})") as cb:
         kernel = estimate_kernel(
@@ -270,7 +280,7 @@ def estimate_kernel_cmd(
             alpha=alpha,
             p=p,
             init=None if init is None else read_volume(init).numpy(),
-            **({} if init_sigma is None else {"init_sigma": init_sigma}),
+            **init_options,
             max_iter=max_iter,
             tol=tol,
             callback=cb,
@@ -432,11 +442,12 @@ def thickness(
 
     if phase not in ("bone", "marrow"):
         raise InputError(f"--phase must be bone or marrow, got {phase!r}")
+    which: Literal["bone", "marrow"] = "bone" if phase == "bone" else "marrow"
     _check_outputs(out, overwrite)
     vs = parse_triple(voxel_size, "--voxel-size")
     vol = read_volume(volume, vs, require_voxel_size=True)
     t = threshold if threshold is not None else measure(vol, names=["bv_tv"])["threshold"]
-    tmap = local_thickness_map(vol.data > t, vol.voxel_size, phase=phase)
+    tmap = local_thickness_map(vol.data > t, vol.require_voxel_size(), phase=which)
     side = {"phase": phase, "unit": "µm", "threshold": float(t)}
     path = write_volume(vol.with_data(tmap), out, overwrite=overwrite, sidecar=side)
     stats = thickness_statistics(read_volume(path).data)
@@ -570,7 +581,7 @@ def demo(
     data = demo_spec(size, seed)
     if (moving is None) != (fixed is None):
         raise InputError("give both --moving (micro-CT) and --fixed (HR-pQCT), or neither")
-    if moving is not None:
+    if moving is not None and fixed is not None:
         data["inputs"] = {
             "registration": {"moving": str(moving.resolve()), "fixed": str(fixed.resolve())},
             "p": data["inputs"]["p"],

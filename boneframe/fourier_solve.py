@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import scipy.fft
+from numpy.typing import DTypeLike
 
 from boneframe.errors import InputError
 from boneframe.operators import (
@@ -47,10 +48,12 @@ def _shape3(shape: Sequence[int]) -> tuple[int, int, int]:
     t = tuple(int(s) for s in shape)
     if len(t) != 3 or min(t) < 1:
         raise InputError(f"expected a 3D shape, got {tuple(shape)}")
-    return t  # type: ignore[return-value]
+    return t
 
 
-def circular_kernel(h: np.ndarray, shape: Sequence[int], dtype: type = np.float64) -> np.ndarray:
+def circular_kernel(
+    h: np.ndarray, shape: Sequence[int], dtype: DTypeLike = np.float64
+) -> np.ndarray:
     """The kernel ``h`` placed on a periodic grid of ``shape``, its centre at index 0.
 
     Element ``k`` of ``h`` (support ``K``, centre ``K // 2``) goes to index
@@ -82,7 +85,7 @@ def normal_operator(
     p: Factor = 2,
     mu: float = 1.0,
     beta: float = 1.0,
-    dtype: type = np.float64,
+    dtype: DTypeLike = np.float64,
 ) -> LinearOperator:
     r"""The operator :math:`\mu H^T U^T U H + \beta D^T D` (periodic), in the spatial domain.
 
@@ -165,7 +168,7 @@ class FourierNormalSolver:
         *,
         mu: float,
         beta: float,
-        dtype: type = np.float32,
+        dtype: DTypeLike = np.float32,
         workers: int = -1,
     ):
         self.shape = _shape3(shape)
@@ -311,7 +314,7 @@ class FourierNormalSolver:
         if out is None:
             out = np.empty(spec.shape, dtype=np.result_type(spec, lr))
         if not self.half:
-            view = (p0, n0, p1, n1, p2, n2)
+            view: tuple[int, ...] = (p0, n0, p1, n1, p2, n2)
             np.multiply(spec.reshape(view), lr[None, :, None, :, None, :], out=out.reshape(view))
             return out
         if p2 == 2:  # stored last-axis index n2 aliases onto LR index 0

@@ -43,6 +43,9 @@ class Strategy(ABC):  # noqa: B024 (abstract through its subclasses)
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    #: The validated parameters, an instance of ``Params`` (a subclass with its own
+    #: ``Params`` narrows this annotation to it: ``params: MyParams``).
+    params: BaseModel
 
     def __init__(self, params: BaseModel | Mapping[str, Any] | None = None, **overrides: Any):
         if isinstance(params, BaseModel):
@@ -171,14 +174,19 @@ class Solver(Strategy):
         Raises
         ------
         InputError
-            Naming the solver, the shape it needs and what was given.
+            Naming the solver, the shape it needs (with its members) and what was given.
         """
         if not isinstance(problem, self.accepts):
             from boneframe.errors import InputError
 
+            shape = self.accepts
+            members = sorted(
+                {n for n in getattr(shape, "__annotations__", {}) if not n.startswith("_")}
+                | {n for n, v in vars(shape).items() if callable(v) and not n.startswith("_")}
+            )
             raise InputError(
-                f"solver {self.name!r} solves a {self.accepts.__name__}; {what} is not one "
-                f"({type(problem).__name__})"
+                f"solver {self.name!r} solves a {shape.__name__} ({', '.join(members)}); "
+                f"{what} is not one ({type(problem).__name__})"
             )
 
 
@@ -365,8 +373,9 @@ class MetricBlock:
 class Blocks(Protocol):
     """The blocks of a measurement, as :meth:`Quantity.block_halo` may read them first."""
 
-    #: The volume's shape.
-    shape: tuple[int, ...]
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The volume's shape."""
 
     def map_reduce(
         self,

@@ -28,7 +28,10 @@ from typing import Any
 import numpy as np
 
 from boneframe.errors import InputError
-from boneframe.similarity import spline_splat
+
+# boneframe.similarity.spline_splat is imported where it is used: importing the
+# package boneframe.similarity here would import its mi.py, which imports this
+# module, so `import boneframe.parzen` (or a plugin built on it) first would fail.
 
 __all__ = [
     "GreyStatistics",
@@ -238,6 +241,8 @@ def splat_step_table(phi: np.ndarray, centred: np.ndarray) -> np.ndarray:
 
 def splat_lookup(tables: np.ndarray, a: np.ndarray, b: np.ndarray, s: int, z: float) -> np.ndarray:
     """``dMI/da`` per voxel: the two tables read at the voxel's nodes."""
+    from boneframe.similarity import spline_splat
+
     out = spline_splat.gradient(a, b, s, tables[0], tables[1])
     out *= s / z
     return out
@@ -247,6 +252,8 @@ def mi_splat(
     a: np.ndarray, b: np.ndarray, bins: int, beta: float, s: int, gradient: bool
 ) -> tuple[float, np.ndarray | None]:
     """MI and ``dMI/da`` with spline-splatted samples (see the class Notes)."""
+    from boneframe.similarity import spline_splat
+
     phi = node_matrix(bins, beta, s)
     hist = spline_splat.histogram(a, b, s, phi.shape[1])
     mi, centred, z = information(phi @ hist @ phi.T)

@@ -23,6 +23,7 @@ import scipy.fft
 
 from boneframe.errors import InputError
 from boneframe.operators import ForwardModel, as_factor, check_kernel
+from boneframe.operators.geometry import per_axis
 from boneframe.volume import Volume, as_triple
 
 DEFAULT_SIGMA = (1.6, 1.3, 1.1)
@@ -62,7 +63,7 @@ def gaussian_kernel(
     s = as_triple(sigma, "sigma")
     if min(s) <= 0:
         raise InputError(f"kernel sigma must be positive, got {s}")
-    k = (int(support),) * 3 if np.isscalar(support) else tuple(int(v) for v in support)  # type: ignore[arg-type]
+    k = per_axis(support)
     if len(k) != 3 or any(v < 1 or v % 2 == 0 for v in k):
         raise InputError(f"kernel support must be odd and positive on every axis, got {support!r}")
     d = as_triple(shift, "shift")
@@ -154,7 +155,7 @@ def trabecular_occupancy(
     numpy.ndarray
         float32 occupancy; ``occupancy > 0.5`` is the binary bone phase.
     """
-    shp = (int(shape),) * 3 if np.isscalar(shape) else tuple(int(s) for s in shape)  # type: ignore[arg-type]
+    shp = per_axis(shape)
     if len(shp) != 3 or min(shp) < 8:
         raise InputError(f"phantom shape must be 3 sizes of at least 8, got {shape!r}")
     if not 0.05 <= bv_tv <= 0.5:
@@ -358,7 +359,7 @@ def simulate_pair(
     PhantomPair
     """
     pp = as_factor(p)
-    shp = (int(size),) * 3 if np.isscalar(size) else tuple(int(s) for s in size)  # type: ignore[arg-type]
+    shp = per_axis(size)
     if len(shp) != 3 or any(n % q for n, q in zip(shp, pp, strict=True)):
         raise InputError(f"phantom size {size!r} must be a multiple of p={pp} on every axis")
     h = gaussian_kernel(DEFAULT_SIGMA, 9, DEFAULT_SHIFT) if kernel is None else check_kernel(kernel)

@@ -13,7 +13,7 @@ import functools
 import importlib.metadata as importlib_metadata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import pluggy
 
@@ -170,9 +170,55 @@ class Registry:
             msg += "; plugins that failed to load: " + ", ".join(f.plugin for f in self.failures)
         raise PluginError(msg)
 
+    @overload
+    def get(self, kind: Literal["similarity"], name: str) -> type[Similarity]: ...
+
+    @overload
+    def get(self, kind: Literal["regularizer"], name: str) -> type[Regularizer]: ...
+
+    @overload
+    def get(self, kind: Literal["solver"], name: str) -> type[Solver]: ...
+
+    @overload
+    def get(self, kind: Literal["metric"], name: str) -> type[Metric]: ...
+
+    @overload
+    def get(self, kind: Literal["format"], name: str) -> type[VolumeFormat]: ...
+
+    @overload
+    def get(self, kind: str, name: str) -> type[Strategy]: ...
+
     def get(self, kind: str, name: str) -> type[Strategy]:
         """The strategy class for ``kind``/``name``."""
         return self.entry(kind, name).cls
+
+    @overload
+    def create(
+        self, kind: Literal["similarity"], name: str, params: Any = None, **overrides: Any
+    ) -> Similarity: ...
+
+    @overload
+    def create(
+        self, kind: Literal["regularizer"], name: str, params: Any = None, **overrides: Any
+    ) -> Regularizer: ...
+
+    @overload
+    def create(
+        self, kind: Literal["solver"], name: str, params: Any = None, **overrides: Any
+    ) -> Solver: ...
+
+    @overload
+    def create(
+        self, kind: Literal["metric"], name: str, params: Any = None, **overrides: Any
+    ) -> Metric: ...
+
+    @overload
+    def create(
+        self, kind: Literal["format"], name: str, params: Any = None, **overrides: Any
+    ) -> VolumeFormat: ...
+
+    @overload
+    def create(self, kind: str, name: str, params: Any = None, **overrides: Any) -> Strategy: ...
 
     def create(self, kind: str, name: str, params: Any = None, **overrides: Any) -> Strategy:
         """An instance of ``kind``/``name`` with validated parameters."""

@@ -15,7 +15,7 @@ import functools
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import (
     BaseModel,
@@ -55,12 +55,14 @@ def _strategy_union(registry: Registry, kind: str) -> Any:
     for entry in registry.entries(kind):
         cls = entry.cls
         model_name = "".join(part.capitalize() for part in f"{kind}-{entry.name}".split("-"))
+        # types made at run time: statically, any type
+        name_type: Any = Literal[entry.name]
         members.append(
             create_model(
                 model_name,
                 __config__=ConfigDict(extra="forbid", title=f"{kind} {entry.name}"),
                 __doc__=entry.description or None,
-                name=(Literal[entry.name], ...),  # type: ignore[valid-type]
+                name=(name_type, ...),
                 params=(cls.Params, Field(default_factory=cls.Params)),
             )
         )
@@ -68,7 +70,7 @@ def _strategy_union(registry: Registry, kind: str) -> Any:
         raise InputError(f"no {kind} strategy is registered")
     if len(members) == 1:
         return Annotated[members[0], BeforeValidator(_bare_name)]
-    union = Union[tuple(members)]  # noqa: UP007 (members known only at run time)
+    union: Any = Union[tuple(members)]  # noqa: UP007 (members known only at run time)
     return Annotated[union, Field(discriminator="name"), BeforeValidator(_bare_name)]
 
 
@@ -191,19 +193,22 @@ class OutputSpec(_Model):
 @functools.cache
 def _spec_model_for(registry_id: int) -> type[BaseModel]:
     registry = _REGISTRIES[registry_id]
-    Similarity = _strategy_union(registry, "similarity")
-    Regularizer = _strategy_union(registry, "regularizer")
-    Solver = _strategy_union(registry, "solver")
+    if TYPE_CHECKING:  # unions of the registered strategies' models, made at run time
+        Similarity: TypeAlias = Any
+        Regularizer: TypeAlias = Any
+        Solver: TypeAlias = Any
+    else:
+        Similarity = _strategy_union(registry, "similarity")
+        Regularizer = _strategy_union(registry, "regularizer")
+        Solver = _strategy_union(registry, "solver")
 
     class KernelStage(_Model):
         """One kernel estimation (paper §2)."""
 
         name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Stage name (file names).")
-        similarity: Similarity = Field(default_factory=lambda: {"name": "l2"})  # type: ignore[valid-type]
-        regularizer: Regularizer = Field(  # type: ignore[valid-type]
-            default_factory=lambda: {"name": "gradient-l2"}
-        )
-        solver: Solver | None = Field(  # type: ignore[valid-type]
+        similarity: Similarity = Field(default_factory=lambda: {"name": "l2"})
+        regularizer: Regularizer = Field(default_factory=lambda: {"name": "gradient-l2"})
+        solver: Solver | None = Field(
             None,
             description="Solver; null: exact (normal equations) for a quadratic similarity "
             "such as l2, gradient-descent otherwise.",
@@ -256,8 +261,8 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
             description="A kernel stage's name, or a kernel file (.npy or .zarr, with its "
             "sidecar recording the offset, or give offset)."
         )
-        regularizer: Regularizer = Field(default_factory=lambda: {"name": "tv"})  # type: ignore[valid-type]
-        solver: Solver = Field(default_factory=lambda: {"name": "admm"})  # type: ignore[valid-type]
+        regularizer: Regularizer = Field(default_factory=lambda: {"name": "tv"})
+        solver: Solver = Field(default_factory=lambda: {"name": "admm"})
         offset: float | None = Field(
             None, description="Offset c; null: the kernel's (estimated, or its sidecar's)."
         )
@@ -363,7 +368,7 @@ def validate_spec(data: dict[str, Any], source: str = "spec", base: Path | None 
     """Validate a parsed spec; input paths are resolved against ``base`` and checked."""
     model = spec_model()
     try:
-        spec = model.model_validate(data)
+        spec: Any = model.model_validate(data)  # a model made at run time
     except ValidationError as exc:
         raise SpecError(source, format_problems(exc)) from None
     problems = []

@@ -182,7 +182,7 @@ def test_exact_solver() -> None:
     # singular: minimum-norm solution of [[1, 0], [0, 0]] x = [2, 0]
     res = Exact().solve(Quadratic(np.diag([1.0, 0.0]), np.array([2.0, 0.0])), np.zeros(2))
     np.testing.assert_allclose(res.x, [2.0, 0.0], atol=1e-12)
-    with pytest.raises(InputError, match="quadratic"):
+    with pytest.raises(InputError, match=r"QuadraticProblem \(normal_equations\)"):
         Exact().solve(object(), np.zeros(2))
     with pytest.raises(InputError, match="constraints"):
         Exact().solve(NonNegative(np.eye(2), np.ones(2)), np.zeros(2))

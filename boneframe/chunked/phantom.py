@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from boneframe.errors import InputError
+from boneframe.operators.geometry import per_axis
 from boneframe.volume import Volume, as_triple
 
 #: Offsets mixed into the noise seeds, so the HR and LR noise are independent.
@@ -40,10 +41,10 @@ _LR_STREAM = 1
 
 
 def _shape3(size: int | Sequence[int], what: str) -> tuple[int, int, int]:
-    shp = (int(size),) * 3 if np.isscalar(size) else tuple(int(s) for s in size)  # type: ignore[arg-type]
+    shp = per_axis(size)
     if len(shp) != 3 or min(shp) < 1:
         raise InputError(f"{what} must be one or three positive sizes, got {size!r}")
-    return shp  # type: ignore[return-value]
+    return shp
 
 
 def periodic_tile(
@@ -342,7 +343,7 @@ def write_large_acquisition(
     g = g.map_blocks(_lr_noise, float(noise), int(seed), dtype=np.float32)
     vs = None
     if f.voxel_size is not None:
-        vs = tuple(v * q for v, q in zip(f.voxel_size, pp, strict=True))
+        vs = as_triple([v * q for v, q in zip(f.voxel_size, pp, strict=True)], "voxel size")
     meta = {
         "simulated_from": dict(f.metadata),
         "offset": float(offset),

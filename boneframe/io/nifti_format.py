@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 
@@ -24,7 +24,8 @@ class NiftiFormat(VolumeFormat):
     def read(self, path: Path) -> Volume:
         import nibabel
 
-        img = nibabel.load(str(path))
+        # .nii and .nii.gz load as Nifti1Image (Nifti2Image is a subclass)
+        img = cast(nibabel.Nifti1Image, nibabel.load(str(path)))
         data = np.asanyarray(img.dataobj)
         if data.ndim == 4 and data.shape[3] == 1:
             data = data[..., 0]

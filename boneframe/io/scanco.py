@@ -44,7 +44,7 @@ import numpy as np
 from boneframe.errors import VolumeIOError
 from boneframe.interfaces import VolumeFormat
 from boneframe.io.slabs import raw_volume
-from boneframe.volume import Volume
+from boneframe.volume import Volume, as_triple
 
 #: Extra that installs the library: ``pip install 'boneframe[scanco]'``.
 EXTRA = "scanco"
@@ -317,7 +317,7 @@ class AimFormat(VolumeFormat):
         if any(border):
             metadata["aim_offset"] = border
         metadata["processing_log"] = log
-        geometry = {
+        geometry: dict[str, Any] = {
             "voxel_size": tuple(spacing_xyz[::-1]),
             "origin": tuple(origin),
             "direction": ZYX_DIRECTION,
@@ -398,7 +398,7 @@ class IsqFormat(VolumeFormat):
         data = raw_volume(path, int(header["data_offset"]), shape, "<i2")
         return Volume(
             data,
-            voxel_size=tuple(spacing_xyz[::-1]),
+            voxel_size=as_triple(spacing_xyz[::-1], "voxel size"),
             origin=(0.0, 0.0, 0.0),
             direction=ZYX_DIRECTION,
             metadata=_isq_metadata(header),

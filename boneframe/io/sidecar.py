@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from boneframe.io.atomic import atomic_path
 _EXTENSIONS = (".nii.gz", ".npy", ".zarr", ".tiff", ".tif", ".nii")
 
 
-def sidecar_path(path: str | Path) -> Path:
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
     """The sidecar of a file: same folder and stem, extension ``.json``."""
     path = Path(path)
     name = path.name

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from boneframe.errors import VolumeIOError
 
@@ -59,7 +60,7 @@ def raw_volume(
     shape: Sequence[int],
     file_dtype: str | np.dtype,
     *,
-    dtype: str | np.dtype | None = None,
+    dtype: DTypeLike | None = None,
     convert: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Any:
     """A dask array over raw voxels stored slice after slice (C order) in a file.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class ZarrFormat(VolumeFormat):
         node = zarr.open(str(path), mode="r")
         if isinstance(node, zarr.Array):
             return Volume(da.from_zarr(node))
-        attrs = dict(node.attrs)
+        attrs: dict[str, Any] = dict(node.attrs)
         ome = attrs.get("ome", attrs)
         geometry: dict[str, Any] = {}
         component = "0"
@@ -92,7 +92,12 @@ class ZarrFormat(VolumeFormat):
 
         group = zarr.open_group(str(path), mode="w", zarr_format=3)
         data = volume.data
-        chunks = data.chunksize if isinstance(data, da.Array) else default_chunks(data.shape)
+        # dask types chunk sizes as possibly NaN (unknown): zarr refuses those anyway
+        chunks = (
+            cast(tuple[int, ...], data.chunksize)
+            if isinstance(data, da.Array)
+            else default_chunks(data.shape)
+        )
         arr = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
         if isinstance(data, da.Array):
             _store_by_slabs(data, arr)

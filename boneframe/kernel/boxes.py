@@ -64,6 +64,12 @@ def lr_boxes(lr_slices: Sequence[slice], chunks: Sequence[Sequence[int]]) -> lis
     return [(s0, s1, s2) for s0 in per_axis[0] for s1 in per_axis[1] for s2 in per_axis[2]]
 
 
+def _shifted(box: Box, origin: Sequence[int]) -> Box:
+    """``box`` with ``origin`` as its index 0."""
+    a, b, c = (slice(s.start - o, s.stop - o) for s, o in zip(box, origin, strict=True))
+    return a, b, c
+
+
 def hr_crop(box: Sequence[slice], support: Sequence[int], p: Sequence[int]) -> Box:
     """High-resolution crop holding the footprints of a low-resolution box:
     ``[p a - r, p (b - 1) + r + 1)`` per axis for box ``[a, b)``, ``r = K // 2``."""
@@ -262,14 +268,11 @@ class KernelBoxes:
             f, g = _as_dask_pair(f, g, p)
             boxes = lr_boxes(self.lr_slices, g.chunks)
         else:
-            boxes = [tuple(self.lr_slices)]
-        self.boxes: list[Box] = boxes  # type: ignore[assignment]
+            boxes = [self.lr_slices]
+        self.boxes: list[Box] = boxes
         self.f_mean, self.f_var = self._check_values(f, g)
         origin = [s.start for s in self.lr_slices]
-        index = [
-            tuple(slice(s.start - o, s.stop - o) for s, o in zip(b, origin, strict=True))
-            for b in boxes
-        ]
+        index = [_shifted(b, origin) for b in boxes]
         crops = [hr_crop(b, support, p) for b in boxes]
         if self.lazy:
             import dask

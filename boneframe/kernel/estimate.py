@@ -135,14 +135,16 @@ def pair_voxel_size(
         return as_triple(voxel_size, "voxel size")
     vs_hr = getattr(hr, "voxel_size", None)
     vs_lr = getattr(lr, "voxel_size", None)
-    from_lr = None if vs_lr is None else tuple(v / q for v, q in zip(vs_lr, pp, strict=True))
-    if vs_hr is not None and from_lr is not None:
+    if vs_lr is None:
+        return vs_hr
+    from_lr = tuple(v / q for v, q in zip(vs_lr, pp, strict=True))
+    if vs_hr is not None:
         if any(abs(a - b) > 0.01 * b for a, b in zip(vs_hr, from_lr, strict=True)):
             raise InputError(
                 f"the voxel sizes do not match p={pp}: high resolution {tuple(vs_hr)} µm, "
                 f"low resolution {tuple(vs_lr)} µm (expected {from_lr} µm on the fine grid)"
             )
-    return vs_hr if vs_hr is not None else from_lr  # type: ignore[return-value]
+    return vs_hr if vs_hr is not None else from_lr
 
 
 def estimate_kernel(
@@ -258,14 +260,14 @@ def estimate_kernel(
     f = volume_data(hr, "the high-resolution volume")
     g = volume_data(lr, "the low-resolution volume")
     solver = solver or default_solver(similarity)
-    sim: Similarity = registry.create("similarity", similarity, dict(similarity_params or {}))  # type: ignore[assignment]
+    sim: Similarity = registry.create("similarity", similarity, dict(similarity_params or {}))
     slv = _solver(solver, max_iter, tol, solver_params)
     if alpha is not None and not (np.isfinite(alpha) and alpha >= 0):
         raise InputError(f"alpha must be a finite non-negative number, got {alpha}")
     reg_params = dict(regularizer_params or {})
 
     def make_regularizer(weight: float) -> Regularizer:
-        reg: Regularizer = registry.create(  # type: ignore[assignment]
+        reg: Regularizer = registry.create(
             "regularizer", regularizer, {**reg_params, "weight": weight}
         )
         if not reg.smooth:
@@ -357,4 +359,4 @@ def _solver(
     for key, value in (("max_iter", max_iter), ("tol", tol)):
         if value is not None and key in fields:
             sp.setdefault(key, value)
-    return cls(sp)  # type: ignore[return-value]
+    return cls(sp)

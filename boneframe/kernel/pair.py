@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -18,7 +18,11 @@ Support = int | Sequence[int]
 
 def as_support(support: Support) -> tuple[int, int, int]:
     """Kernel support per axis: one or three odd positive integers."""
-    k = (support,) * 3 if np.isscalar(support) else tuple(support)  # type: ignore[arg-type]
+    # numpy's isscalar is a TypeGuard (not a TypeIs): neither branch keeps Support's types
+    if np.isscalar(support):
+        k: tuple[Any, ...] = (support,) * 3
+    else:
+        k = tuple(cast(Sequence[int], support))
     if len(k) != 3 or any(int(v) != v or v < 1 or v % 2 == 0 for v in k):
         raise InputError(
             f"kernel support must be one or three odd positive integers, got {support!r}"

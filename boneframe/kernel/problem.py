@@ -247,6 +247,7 @@ class KernelProblem:
         d, lg = evaluate_similarity(self.similarity, _BoxesAt(self.boxes, h, t), True)
         assert lg is not None
         corr, sw = self.boxes.gradient(lg, h, t)
+        assert corr is not None  # correlate=True
         grad_h = corr + t * sw + self.regularizer.grad(h)
         return float(d) + self.regularizer(h), grad_h, gain * sw
 

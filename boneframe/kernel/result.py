@@ -174,7 +174,7 @@ class Kernel:
             array=np.asarray(vol.numpy(), dtype=np.float64),
             offset=offset,
             voxel_size=vol.voxel_size,
-            p=tuple(p),  # type: ignore[arg-type]
+            p=tuple(p),
             alpha=side.get("alpha"),
             iterations=int(side.get("iterations", 0) or 0),
             history=list(side.get("history", []) or []),

@@ -144,7 +144,10 @@ def summarize_kernel(kernel: np.ndarray, voxel_size: float | Sequence[float]) ->
     gain = float(h.sum())
     if gain == 0:
         raise InputError("the kernel sums to zero: no centroid, FWHM or MTF")
-    centroid, fwhm_um, mtf50, mtf10 = [], [], [], []
+    centroid: list[float] = []
+    fwhm_um: list[float | None] = []
+    mtf50: list[float | None] = []
+    mtf10: list[float | None] = []
     for axis in range(3):
         lsf = line_spread(h, axis)
         pos = np.arange(lsf.size) - (lsf.size - 1) / 2.0

@@ -244,6 +244,7 @@ class DegreeOfAnisotropy(Metric):
     """
 
     Params = MilParams
+    params: MilParams
     name: ClassVar[str] = "da"
     description: ClassVar[str] = "Degree of anisotropy 1 - λmin/λmax of the MIL fabric tensor"
 

@@ -130,7 +130,7 @@ class VolumeBlocks:
             vol = np.asarray(vol)
         check_volume_array(vol, "volume")
         lazy = is_lazy(vol)
-        out = []
+        out: list[Any] = []
         for what, x in (("reference", reference), ("mask", mask)):
             if x is None:
                 out.append(None)

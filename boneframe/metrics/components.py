@@ -36,10 +36,12 @@ Phase = Literal["bone", "marrow"]
 _ID_SHIFT = 32
 
 
-def _check_connectivity(connectivity: int) -> int:
-    if connectivity not in (6, 26):
-        raise InputError(f"connectivity must be 6 or 26, got {connectivity}")
-    return int(connectivity)
+def _check_connectivity(connectivity: int) -> Literal[6, 26]:
+    if connectivity == 6:
+        return 6
+    if connectivity == 26:
+        return 26
+    raise InputError(f"connectivity must be 6 or 26, got {connectivity}")
 
 
 def label(foreground: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
@@ -52,7 +54,8 @@ def label(foreground: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
         from scipy import ndimage
 
         structure = ndimage.generate_binary_structure(3, 1 if conn == 6 else 3)
-        labels, n = ndimage.label(fg, structure, output=np.uint32)
+        # scipy-stubs allow only an int32/int64 array or None as output; scipy takes a dtype
+        labels, n = ndimage.label(fg, structure, output=np.uint32)  # type: ignore[call-overload]
         return labels, int(n)
     labels, n = cc3d.connected_components(
         np.ascontiguousarray(fg), connectivity=conn, return_N=True, out_dtype=np.uint32
@@ -69,7 +72,7 @@ def neighbour_offsets(connectivity: int) -> list[tuple[int, int, int]]:
     conn = _check_connectivity(connectivity)
     return [
         o
-        for o in itertools.product((-1, 0, 1), repeat=3)
+        for o in itertools.product((-1, 0, 1), (-1, 0, 1), (-1, 0, 1))
         if o != (0, 0, 0) and (conn == 26 or sum(map(abs, o)) == 1)
     ]
 
@@ -230,7 +233,7 @@ def _needed_faces(
 def _prune(partial: ComponentPartial, border_ids: np.ndarray) -> ComponentPartial:
     """Drop faces (and blocks) no block outside the region touches; keep the live touch ids."""
     offsets = neighbour_offsets(partial.connectivity)
-    live = []
+    live: list[np.ndarray] = []
     for index in list(partial.open):
         blk = partial.open[index]
         needed = _needed_faces(index, partial, offsets)

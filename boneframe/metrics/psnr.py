@@ -99,6 +99,7 @@ class PSNR(Metric):
     unit: ClassVar[str] = "dB"
 
     def block(self, b: MetricBlock) -> ErrorSums:
+        assert b.reference is not None  # needs_reference: measure gives it
         return error_sums(b.volume, b.reference, b.mask)
 
     def combine(self, x: ErrorSums, y: ErrorSums) -> ErrorSums:

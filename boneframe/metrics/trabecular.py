@@ -166,6 +166,8 @@ class TrabecularNumber(Metric):
             description="'inverse_sum': 1/(Tb.Th + Tb.Sp); 'plate': Parfitt's BV/TV / Tb.Th",
         )
 
+    params: Params
+
     name: ClassVar[str] = "tb_n"
     description: ClassVar[str] = "Trabecular number Tb.N = 1/(Tb.Th + Tb.Sp) (1/mm)"
     needs_voxel_size: ClassVar[bool] = True

@@ -164,7 +164,7 @@ class Composition(LinearOperator):
         super().__init__(
             flat[-1].shape_in, flat[0].shape_out, np.result_type(*(op.dtype for op in flat))
         )
-        self.ops = tuple(flat)
+        self.ops: tuple[LinearOperator, ...] = tuple(flat)
 
     def _matvec(self, x: Any) -> Any:
         for op in reversed(self.ops):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -18,12 +18,24 @@ Mode = Literal["same", "valid"]
 Factor = int | Sequence[int]
 
 
+def per_axis(value: int | Sequence[int]) -> tuple[int, ...]:
+    """``value`` as ints: a scalar repeated on the three axes, else one per item.
+
+    The caller checks the length and the range.
+    """
+    # numpy's isscalar is a TypeGuard (not a TypeIs): it narrows to numpy's scalar
+    # types and not at all in the other branch, so both branches say what they hold.
+    if np.isscalar(value):
+        return (int(cast(int, value)),) * 3
+    return tuple(int(v) for v in cast(Sequence[int], value))
+
+
 def as_factor(p: Factor) -> tuple[int, int, int]:
     """Decimation factor per axis (an int is used on every axis)."""
-    t = (int(p),) * 3 if np.isscalar(p) else tuple(int(v) for v in p)  # type: ignore[arg-type]
+    t = per_axis(p)
     if len(t) != 3 or min(t) < 1:
         raise InputError(f"decimation factor must be one or three positive integers, got {p!r}")
-    return t  # type: ignore[return-value]
+    return t
 
 
 def check_kernel(h: Any) -> np.ndarray:

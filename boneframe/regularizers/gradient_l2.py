@@ -32,6 +32,7 @@ class GradientL2(Regularizer):
     name: ClassVar[str] = "gradient-l2"
     description: ClassVar[str] = "weight * ||grad x||^2 (smooth Tikhonov penalty)"
     Params: ClassVar[type[BaseModel]] = GradientL2Params
+    params: GradientL2Params
 
     def penalty(self, v: np.ndarray) -> float:
         """``weight * ||v||²``."""

@@ -64,6 +64,7 @@ class TV(Regularizer):
     name: ClassVar[str] = "tv"
     description: ClassVar[str] = "weight * total variation (isotropic or anisotropic)"
     Params: ClassVar[type[BaseModel]] = TVParams
+    params: TVParams
     smooth: ClassVar[bool] = False
 
     def penalty(self, v: np.ndarray) -> float:

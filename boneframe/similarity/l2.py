@@ -56,6 +56,7 @@ class L2(AdditiveSimilarity, Similarity):
     name: ClassVar[str] = "l2"
     description: ClassVar[str] = "||u - g||^2 / energy of g (least squares)"
     Params: ClassVar[type[BaseModel]] = L2Params
+    params: L2Params
     quadratic: ClassVar[bool] = True
     scale_sensitive: ClassVar[bool] = True
 

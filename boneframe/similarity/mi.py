@@ -260,6 +260,7 @@ class MutualInformation(AdditiveSimilarity, Similarity):
     name: ClassVar[str] = "mi"
     description: ClassVar[str] = "-mutual information with Gaussian Parzen windows"
     Params: ClassVar[type[BaseModel]] = MutualInformationParams
+    params: MutualInformationParams
     quadratic: ClassVar[bool] = False
     scale_sensitive: ClassVar[bool] = False
 

@@ -126,6 +126,7 @@ class ADMM(Solver):
     accepts: ClassVar[type] = SplitProblem
     description: ClassVar[str] = "ADMM with a split v = D x (TV super-resolution)"
     Params: ClassVar[type[BaseModel]] = ADMMParams
+    params: ADMMParams
 
     def solve(self, problem: Any, x0: Any, callback: Callback | None = None) -> SolverResult:
         self.check_problem(problem)

@@ -168,6 +168,7 @@ class GradientDescent(Solver):
     accepts: ClassVar[type] = GradientProblem
     description: ClassVar[str] = "projected gradient descent (Barzilai-Borwein / Armijo / fixed)"
     Params: ClassVar[type[BaseModel]] = GradientDescentParams
+    params: GradientDescentParams
 
     def solve(self, problem: Any, x0: Any, callback: Callback | None = None) -> SolverResult:
         """Minimise ``problem`` (see the module's protocol) from ``x0``."""

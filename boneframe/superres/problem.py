@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
+from numpy.typing import DTypeLike
 
 from boneframe.fourier_solve import FourierNormalSolver
 from boneframe.interfaces import Regularizer
@@ -87,7 +88,7 @@ class SuperResolutionProblem:
         p: Factor,
         regularizer: Regularizer,
         *,
-        dtype: type = np.float32,
+        dtype: DTypeLike = np.float32,
         workers: int = -1,
     ):
         self.p = as_factor(p)

@@ -13,7 +13,7 @@ from boneframe.compute import is_lazy
 from boneframe.errors import InputError
 from boneframe.operators import Factor, as_factor
 from boneframe.superres.checks import real_volume
-from boneframe.volume import Volume
+from boneframe.volume import Volume, as_triple
 
 __all__ = ["SPLINE_HALO", "upsample_spline"]
 
@@ -74,7 +74,7 @@ def upsample_spline(g: Any, p: Factor = 2, gain: float = 1.0, offset: float = 0.
     if isinstance(g, Volume):
         vs = None
         if g.voxel_size is not None:
-            vs = tuple(v / q for v, q in zip(g.voxel_size, p3, strict=True))
+            vs = as_triple([v / q for v, q in zip(g.voxel_size, p3, strict=True)], "voxel size")
         fine = upsample_spline(g.data, p3, gain, offset)
         return Volume(fine, voxel_size=vs, origin=g.origin, direction=g.direction)
     if is_lazy(g):

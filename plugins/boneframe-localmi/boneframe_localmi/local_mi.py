@@ -234,6 +234,7 @@ class LocalMutualInformation(Similarity):
     name: ClassVar[str] = "local-mi"
     description: ClassVar[str] = "-local mutual information in Gaussian windows (Hermosillo 2002)"
     Params: ClassVar[type[BaseModel]] = LocalMutualInformationParams
+    params: LocalMutualInformationParams
     quadratic: ClassVar[bool] = False
     scale_sensitive: ClassVar[bool] = False
     #: Measured on the shaded pair of tests/test_kernel_gain_field.py, kernel error

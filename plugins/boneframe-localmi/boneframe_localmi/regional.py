@@ -19,6 +19,7 @@ import numpy as np
 
 from boneframe.errors import InputError
 from boneframe.kernel import Kernel, as_support, estimate_kernel, summarize_kernel
+from boneframe.operators.geometry import per_axis
 
 
 @dataclass
@@ -158,7 +159,7 @@ def regional_kernels(
     g = np.asarray(lr)
     if f.ndim != 3 or g.ndim != 3:
         raise InputError(f"regional kernels need 3D volumes, got {f.shape} and {g.shape}")
-    parts = (int(grid),) * 3 if np.isscalar(grid) else tuple(int(v) for v in grid)  # type: ignore[arg-type]
+    parts = per_axis(grid)
     if len(parts) != 3 or min(parts) < 1:
         raise InputError(f"grid must be one or three positive integers, got {grid!r}")
     if int(p) != p or p < 1:
