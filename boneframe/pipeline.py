@@ -299,9 +299,10 @@ def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter)
         first = next(iter(result.kernels.values()), None)
         gain, offset = (first.gain, first.offset) if first is not None else (1.0, 0.0)
         result.volumes["hr"] = inputs.hr
-        result.volumes["lr_upsampled"] = upsample_spline(
-            inputs.lr, inputs.p, gain=gain, offset=offset
-        )
+        upsampled = upsample_spline(inputs.lr, inputs.p, gain=gain, offset=offset)
+        if upsampled.is_lazy:  # computed chunk by chunk as it is written, then read lazily
+            upsampled = read_volume(write_volume(upsampled, tmp / "lr_upsampled.zarr"))
+        result.volumes["lr_upsampled"] = upsampled
         for stage in spec.superresolution:
             sr = run_sr_stage(stage, spec, inputs, result.kernels, reporter)
             result.superresolutions[stage.name] = sr

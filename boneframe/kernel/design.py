@@ -26,8 +26,9 @@ from boneframe.operators import LinearOperator
 __all__ = ["GRAM_BLOCK_BYTES", "ValidDesign"]
 
 #: Memory budget (bytes) of one block of the design matrix when the normal
-#: equations are assembled.
-GRAM_BLOCK_BYTES = 128 * 2**20
+#: equations are assembled (32 MiB: 0.83 s for a 160³ crop against 1.05 s with
+#: 128 MiB blocks, and a quarter of the memory per box).
+GRAM_BLOCK_BYTES = 32 * 2**20
 
 
 @lru_cache(maxsize=16)

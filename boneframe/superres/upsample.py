@@ -80,19 +80,24 @@ def upsample_spline(g: Any, p: Factor = 2, gain: float = 1.0, offset: float = 0.
     if is_lazy(g):
         return _upsample_lazy(g, p3, gain, offset)
     g = real_volume(g, "g")
-    src = g.astype(np.float64) / gain - offset
+    # float32 throughout (the prefilter runs each line in double): the result is
+    # float32, and the temporaries of a chunk stay at half the size
+    src = g.astype(np.float32) / np.float32(gain) - np.float32(offset)
     for axis, q in enumerate(p3):
         if q > 1:  # interpolate along this axis only: B-spline prefilter, then evaluate
-            coeffs = scipy.ndimage.spline_filter1d(src, order=3, axis=axis, mode="mirror")
+            coeffs = scipy.ndimage.spline_filter1d(
+                src, order=3, axis=axis, mode="mirror", output=np.float32
+            )
             src = _spline_upsample_axis(coeffs, q, axis)
-    return src.astype(np.float32)
+    return src.astype(np.float32, copy=False)
 
 
 def _spline_upsample_axis(c: np.ndarray, q: int, axis: int) -> np.ndarray:
     """Evaluate cubic B-spline coefficients ``c`` at ``i + r/q`` along ``axis``.
 
     Separable, so it costs 4 multiply-adds per output voxel and axis instead of
-    the 64 taps of a 3D :func:`scipy.ndimage.affine_transform`.
+    the 64 taps of a 3D :func:`scipy.ndimage.affine_transform`; the taps are
+    views of the padded coefficients, accumulated in place into the output.
     """
     n = c.shape[axis]
     widths = [(0, 0)] * c.ndim
@@ -101,6 +106,13 @@ def _spline_upsample_axis(c: np.ndarray, q: int, axis: int) -> np.ndarray:
     out_shape = list(c.shape)
     out_shape[axis] = n * q
     out = np.empty(out_shape, dtype=c.dtype)
+    term = np.empty_like(c)
+
+    def tap(k: int) -> np.ndarray:
+        index = [slice(None)] * c.ndim
+        index[axis] = slice(k, k + n)
+        return padded[tuple(index)]
+
     for r in range(q):
         t = r / q
         weights = (
@@ -109,12 +121,13 @@ def _spline_upsample_axis(c: np.ndarray, q: int, axis: int) -> np.ndarray:
             (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6,
             t**3 / 6,
         )
-        acc = weights[0] * np.take(padded, range(0, n), axis=axis)
-        for k in range(1, 4):
-            acc += weights[k] * np.take(padded, range(k, k + n), axis=axis)
         target = [slice(None)] * c.ndim
         target[axis] = slice(r, None, q)
-        out[tuple(target)] = acc
+        acc = out[tuple(target)]
+        np.multiply(tap(0), weights[0], out=acc)
+        for k in range(1, 4):
+            np.multiply(tap(k), weights[k], out=term)
+            acc += term
     return out
 
 
