@@ -162,12 +162,18 @@ def _gradient_box(
     h: np.ndarray,
     t: float,
     correlate: bool,
+    coefficients: Callable[..., Any] | None,
     fields: Callable[..., Any],
     *shared: Any,
 ) -> dict[str, Any]:
-    """The box's part of ``X^T w`` (field by field), of ``sum w`` and of the sums."""
+    """The box's part of ``X^T w`` and ``sum w``, field by field, with the sums the
+    coefficients need. Given the ``coefficients`` (a single box: its sums are the
+    totals), ``w`` is combined first and correlated once, under the name ``"w"``."""
     design, u, gb = _predict(crop, g, f_mean, support, p, h, t)
     phi, sums = fields(u, gb, index, *shared)
+    if coefficients is not None:
+        w = LinearGradient.combine(phi, 1.0, coefficients(sums))
+        phi, sums = {"w": np.broadcast_to(np.asarray(w, dtype=np.float64), design.lr_shape)}, {}
     out: dict[str, Any] = {
         "total": {k: float(np.sum(v)) for k, v in phi.items()},
         "sums": dict(sums),
@@ -175,30 +181,6 @@ def _gradient_box(
     if correlate:
         out["corr"] = {k: design.correlate(np.reshape(v, design.lr_shape)) for k, v in phi.items()}
     return out
-
-
-def _gradient_single_box(
-    crop: Any,
-    g: Any,
-    index: Box,
-    f_mean: float,
-    support: tuple,
-    p: tuple,
-    h: np.ndarray,
-    t: float,
-    correlate: bool,
-    fields: Callable[..., Any],
-    coefficients: Callable[..., Any],
-    *shared: Any,
-) -> tuple[np.ndarray | None, float]:
-    """``X^T w`` and ``sum w`` of the only box: its sums are the totals, so ``w`` is
-    combined first and correlated once."""
-    design, u, gb = _predict(crop, g, f_mean, support, p, h, t)
-    phi, sums = fields(u, gb, index, *shared)
-    w = LinearGradient.combine(phi, 1.0, coefficients(sums))
-    w = np.broadcast_to(np.asarray(w, dtype=np.float64), design.lr_shape)
-    corr = design.correlate(w) if correlate else None
-    return corr, float(np.sum(w))
 
 
 def _gather_box(
@@ -349,11 +331,12 @@ class KernelBoxes:
     ) -> tuple[np.ndarray | None, float]:
         r""":math:`X^\top w` (kernel-shaped; ``None`` unless ``correlate``) and
         :math:`\sum w` of a linear gradient, in one pass."""
-        if len(self.parts) == 1:
-            return self.map(
-                _gradient_single_box, h, t, correlate, lg.fields, lg.coefficients, *lg.shared
-            )
-        out = self.map(_gradient_box, h, t, correlate, lg.fields, *lg.shared)
+        single = len(self.parts) == 1
+        combined = lg.coefficients if single else None
+        out = self.map(_gradient_box, h, t, correlate, combined, lg.fields, *lg.shared)
+        if single:  # already combined into "w"
+            corr = out["corr"]["w"] if correlate else None
+            return corr, out["total"]["w"]
         coefficients = lg.coefficients(out["sums"])
         total = LinearGradient.combine(out["total"], float(self.n_valid), coefficients)
         if not correlate:
