@@ -7,13 +7,18 @@ Heavy modules are imported inside the commands so that ``--help`` stays fast.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, overload
 
 import typer
 
 from boneframe.errors import BoneframeError, InputError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 app = typer.Typer(
     name="boneframe",
@@ -70,6 +75,22 @@ def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | No
             f"{what} must be a number or three comma-separated numbers, got {text!r}"
         ) from None
     return as_triple(values, what)
+
+
+def validated(model: type[BaseModel], **values: object) -> BaseModel:
+    """The command's options through the spec's model (one bound on both paths);
+    a problem names the option (``--kernel-gain``), not the field."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            loc = [str(p) for p in e.get("loc", ()) if not isinstance(p, int)]
+            option = "--" + loc[-1].replace("_", "-") if loc else "options"
+            problems.append(f"{option}: {e.get('msg')}")
+        raise InputError("; ".join(problems)) from None
 
 
 # --------------------------------------------------------------------------- plugins
@@ -138,31 +159,55 @@ def phantom(
     """
     from boneframe.phantom import gaussian_kernel
     from boneframe.phantom_files import write_phantom
+    from boneframe.spec import PhantomCommand
 
+    opts = validated(
+        PhantomCommand,
+        size=size,
+        seed=seed,
+        noise=noise,
+        offset=offset,
+        kernel_sigma=parse_triple(kernel_sigma, "--kernel-sigma"),
+        kernel_shift=parse_triple(kernel_shift, "--kernel-shift"),
+        kernel_gain=kernel_gain,
+        kernel_support=kernel_support,
+        bv_tv=bv_tv,
+        thickness=thickness,
+        voxel_size=voxel_size,
+        shading=shading,
+        p=p,
+        format=format,
+        tile=tile,
+    )
+    assert isinstance(opts, PhantomCommand)
     if kernel is not None:
         from boneframe.io import read_volume
 
         h = read_volume(kernel).numpy().astype("float64")
         how: dict[str, object] = {"kernel": "file", "kernel_file": str(kernel)}
     else:
-        sigma = parse_triple(kernel_sigma, "--kernel-sigma")
-        shift = parse_triple(kernel_shift, "--kernel-shift")
-        h = gaussian_kernel(sigma, kernel_support, shift, kernel_gain)
-        how = {"kernel": "gaussian", "kernel_sigma": list(sigma), "kernel_shift": list(shift)}
+        h = gaussian_kernel(
+            opts.kernel_sigma, opts.kernel_support, opts.kernel_shift, opts.kernel_gain
+        )
+        how = {
+            "kernel": "gaussian",
+            "kernel_sigma": list(opts.kernel_sigma),
+            "kernel_shift": list(opts.kernel_shift),
+        }
     info = write_phantom(
         out,
-        size=size,
-        seed=seed,
+        size=opts.size,
+        seed=opts.seed,
         kernel=h,
-        offset=offset,
-        noise=noise,
-        shading=shading,
-        bv_tv=bv_tv,
-        thickness=thickness,
-        voxel_size=voxel_size,
-        p=p,
-        format=format,
-        tile=tile,
+        offset=opts.offset,
+        noise=opts.noise,
+        shading=opts.shading,
+        bv_tv=opts.bv_tv,
+        thickness=opts.thickness,
+        voxel_size=opts.voxel_size,
+        p=opts.p,
+        format=opts.format,
+        tile=opts.tile,
         overwrite=overwrite,
         info=how,
     )
@@ -208,6 +253,18 @@ def _reporter(quiet: bool):
     from boneframe.progress import Reporter
 
     return Reporter(quiet=quiet)
+
+
+def _resolution(p: int) -> int:
+    """``--p`` through the spec's bound (``inputs.p``)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from boneframe.spec import Resolution
+
+    try:
+        return int(TypeAdapter(Resolution).validate_python(p))
+    except ValidationError as exc:
+        raise InputError(f"--p: {exc.errors()[0]['msg']}") from None
 
 
 def _check_outputs(out: Path, overwrite: bool) -> None:
@@ -256,35 +313,51 @@ def estimate_kernel_cmd(
     """Estimate the blurring kernel h and offset c of g = U(h * (f + c)) + n."""
     from boneframe.io import no_voxel_size, read_volume
     from boneframe.kernel import estimate_kernel, pair_voxel_size
+    from boneframe.registry import get_registry
+    from boneframe.spec import stage_model
 
-    _check_outputs(out, overwrite)
-    f = read_volume(hr, parse_triple(voxel_size_hr, "--voxel-size-hr"))
-    g = read_volume(lr, parse_triple(voxel_size_lr, "--voxel-size-lr"))
-    if pair_voxel_size(f, g, p) is None:
-        raise no_voxel_size(hr, lr)
     sim_params = _params(param)
     if bins is not None:
         sim_params["bins"] = bins
     if parzen_width is not None:
         sim_params["parzen_width"] = parzen_width
-    # init_sigma only when given: estimate_kernel's default otherwise
-    init_options: dict[str, Any] = {} if init_sigma is None else {"init_sigma": init_sigma}
+    solver_params: dict[str, object] = {}
+    if solver is not None:
+        fields = get_registry().get("solver", solver).Params.model_fields
+        iteration = {"max_iter": max_iter, "tol": tol}
+        solver_params = {k: v for k, v in iteration.items() if v is not None and k in fields}
+    stage: Any = validated(
+        stage_model("kernels"),
+        name="cli",
+        similarity={"name": similarity, "params": sim_params},
+        solver=None if solver is None else {"name": solver, "params": solver_params},
+        support=support,
+        alpha=alpha,
+        init_sigma=init_sigma,
+    )
+    p = _resolution(p)
+    _check_outputs(out, overwrite)
+    f = read_volume(hr, parse_triple(voxel_size_hr, "--voxel-size-hr"))
+    g = read_volume(lr, parse_triple(voxel_size_lr, "--voxel-size-lr"))
+    if pair_voxel_size(f, g, p) is None:
+        raise no_voxel_size(hr, lr)
     reporter = _reporter(quiet)
     with reporter.stage(f"kernel ({similarity})") as cb:
         kernel = estimate_kernel(
             f,
             g,
-            similarity=similarity,
-            solver=solver,
-            support=support,
-            alpha=alpha,
+            similarity=stage.similarity.name,
+            similarity_params=stage.similarity.params.model_dump(),
+            solver=None if stage.solver is None else stage.solver.name,
+            solver_params=None if stage.solver is None else stage.solver.params.model_dump(),
+            support=stage.support,
+            alpha=stage.alpha,
             p=p,
             init=None if init is None else read_volume(init).numpy(),
-            **init_options,
+            **({} if stage.init_sigma is None else {"init_sigma": stage.init_sigma}),
             max_iter=max_iter,
             tol=tol,
             callback=cb,
-            similarity_params=sim_params,
         )
     kernel.save(out, overwrite=overwrite)
     side = kernel.summary()
@@ -329,25 +402,41 @@ def super_resolve_cmd(
     """
     from boneframe.io import read_volume, write_volume
     from boneframe.kernel import Kernel
+    from boneframe.spec import stage_model
     from boneframe.superres import super_resolve
 
+    stage: Any = validated(
+        stage_model("superresolution"),
+        name="cli",
+        kernel=str(kernel),
+        regularizer={"name": regularizer},
+        solver={
+            "name": "admm",
+            "params": {
+                "mu": mu,
+                "beta": beta,
+                "tol": tol,
+                "max_iter": max_iter,
+                "adapt_iter": adapt_iter,
+            },
+        },
+        offset=offset,
+    )
+    p = None if p is None else _resolution(p)
     _check_outputs(out, overwrite)
     g = read_volume(lr, parse_triple(voxel_size, "--voxel-size"), require_voxel_size=True)
-    k = Kernel.load(kernel, offset=offset)
+    k = Kernel.load(kernel, offset=stage.offset)
     ref = None if reference is None else read_volume(reference)
     with _reporter(quiet).stage("super-resolution", total=None if g.is_lazy else max_iter) as cb:
         sr = super_resolve(
             g,
             k,
             p=p,
-            regularizer=regularizer,
-            mu=mu,
-            beta=beta,
-            tol=tol,
-            max_iter=max_iter,
+            regularizer=stage.regularizer.name,
             reference=ref,
             callback=None if g.is_lazy else cb,
-            solver_params={"adapt_iter": adapt_iter},
+            solver=stage.solver.name,
+            solver_params=stage.solver.params.model_dump(),
         )
     settings = {
         "kernel": str(kernel),
@@ -391,11 +480,13 @@ def metrics(
     from boneframe.io import read_volume
     from boneframe.io.sidecar import to_json
     from boneframe.metrics import measure
+    from boneframe.spec import stage_model
 
+    opts: Any = validated(stage_model("metrics"), threshold=threshold, structure=structure)
     vs = parse_triple(voxel_size, "--voxel-size")
     vol = read_volume(volume, vs, require_voxel_size=True)
     ref_vol = None if reference is None else read_volume(reference)
-    result = measure(vol, ref_vol, threshold=threshold, structure=structure)
+    result = measure(vol, ref_vol, threshold=opts.threshold, structure=opts.structure)
     skipped = result.get("skipped") or {}
     for name, why in skipped.items():
         typer.echo(f"note: {name} not computed: {why}", err=True)
@@ -443,6 +534,10 @@ def thickness(
     if phase not in ("bone", "marrow"):
         raise InputError(f"--phase must be bone or marrow, got {phase!r}")
     which: Literal["bone", "marrow"] = "bone" if phase == "bone" else "marrow"
+    from boneframe.spec import stage_model
+
+    opts: Any = validated(stage_model("metrics"), threshold=threshold)
+    threshold = opts.threshold
     _check_outputs(out, overwrite)
     vs = parse_triple(voxel_size, "--voxel-size")
     vol = read_volume(volume, vs, require_voxel_size=True)
@@ -498,6 +593,7 @@ def register(
 def schema(
     out: Annotated[Path, typer.Option(help="Folder of the JSON Schemas.")] = Path("schemas"),
     check: Annotated[bool, typer.Option(help="Exit 1 when the folder is stale.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing schema file.")] = False,
 ) -> None:
     """Write (or --check) the JSON Schema of the pipeline spec."""
     from boneframe.io import write_json
@@ -508,12 +604,15 @@ def schema(
     text = to_json(spec_json_schema())
     if check:
         if not path.is_file() or path.read_text() != text:
-            typer.echo(f"{path} is stale: run `boneframe schema --out {out}`", err=True)
+            fix = f"boneframe schema --out {out} --overwrite"
+            typer.echo(f"{path} is stale: run `{fix}`", err=True)
             raise typer.Exit(1)
         typer.echo(f"{path} is up to date")
         return
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: give the folder the schema goes into")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(path, spec_json_schema())
+    write_json(path, spec_json_schema(), overwrite=overwrite)
     typer.echo(f"wrote {path}")
 
 
@@ -593,39 +692,98 @@ def demo(
 
 
 # --------------------------------------------------------------------------- entry point
+#: ``errno`` values of an ``OSError`` the user can act on (a path, a permission,
+#: the disk): one ``error:`` line and exit 2, not a defect.
+USER_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.ENOTEMPTY,
+        errno.ENAMETOOLONG,
+        errno.EXDEV,
+        errno.EMFILE,
+        errno.ELOOP,
+    }
+)
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one-line message of an error the user can fix, or None for a defect."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, BoneframeError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        return format_validation_error(exc)
+    if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
+        where = exc.filename if exc.filename is not None else ""
+        reason = exc.strerror or os.strerror(exc.errno or 0)
+        hint = {
+            errno.ENOSPC: ": free space or write elsewhere",
+            errno.EDQUOT: ": free space or write elsewhere",
+            errno.EACCES: ": check the folder's permissions",
+            errno.EROFS: ": write elsewhere",
+        }.get(exc.errno or 0, "")
+        return f"{where}: {reason}{hint}" if where else f"{reason}{hint}"
+    if isinstance(exc, MemoryError):
+        return "not enough memory: use zarr volumes (read chunk by chunk) or a larger machine"
+    usage = getattr(exc, "format_message", None)
+    if usage is not None and getattr(exc, "exit_code", None) == EXIT_USER_ERROR:
+        return str(usage())  # the command line's own usage errors
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns (and exits with) the exit code."""
+    """Run the CLI; returns (and exits with) the exit code.
+
+    0: done. 2: something the user can fix (a bad value, file, permission, no
+    space, a conflict): one ``error:`` line on stderr, nothing left behind.
+    1: a defect of boneframe: one line asking for a report (``--debug`` shows the
+    traceback). 130: interrupted.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
     code = 0
     try:
-        # standalone mode: typer reports usage errors itself (exit 2) and exits
-        app(args=args, prog_name="boneframe")
+        returned = app(args=args, prog_name="boneframe", standalone_mode=False)
+        if isinstance(returned, int):  # typer.Exit(code) returns its code here
+            code = returned
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BoneframeError as exc:
-        if debug:
-            raise
-        _err(str(exc))
-        code = EXIT_USER_ERROR
     except KeyboardInterrupt:
         _err("interrupted")
         code = 130
     except Exception as exc:
-        from pydantic import ValidationError
-
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed: not an error
+            return _exit(0, argv)
+        exit_code = getattr(exc, "exit_code", None)
+        if type(exc).__name__ in ("Exit", "Abort") and isinstance(exit_code, int):
+            return _exit(exit_code if type(exc).__name__ == "Exit" else 130, argv)
+        message = user_message(exc)
         if debug:
             raise
-        if isinstance(exc, ValidationError):
-            _err(format_validation_error(exc))
+        if message is not None:
+            _err(message)
             code = EXIT_USER_ERROR
         else:
             _err(
-                f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+                f"internal error: {type(exc).__name__}: {exc} — this is a defect of boneframe: "
+                "please report it with the output of the same command run with --debug"
             )
             code = 1
+    return _exit(code, argv)
+
+
+def _exit(code: int, argv: list[str] | None) -> int:
     if argv is None:
         sys.exit(code)
     return code

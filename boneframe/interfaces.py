@@ -9,6 +9,7 @@ pydantic ``Params`` model for its parameters; instances hold validated params.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 class NoParams(BaseModel):
     """A strategy without parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Strategy(ABC):  # noqa: B024 (abstract through its subclasses)
@@ -54,6 +55,11 @@ class Strategy(ABC):  # noqa: B024 (abstract through its subclasses)
             values = dict(params or {})
         values.update(overrides)
         self.params = self.Params.model_validate(values)
+        for key, value in self.params.model_dump().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                from boneframe.errors import InputError
+
+                raise InputError(f"{self.kind} {self.name!r}: {key} must be finite, got {value}")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())

@@ -101,7 +101,7 @@ class Registry:
         try:
             module = ep.load()
             self.manager.register(module, name=f"{package}:{ep.name}")
-        except Exception as exc:  # a broken plugin must not break the tool
+        except (Exception, SystemExit) as exc:  # a broken plugin must not break the tool
             self.failures.append(LoadFailure(ep.name, package, _describe(exc)))
             return
         found: list[Entry] = []
@@ -118,7 +118,7 @@ class Registry:
                         if not cls.name:
                             raise TypeError(f"{cls.__name__} has no name")
                         found.append(Entry(kind, cls.name, cls, ep.name, package, version))
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
                     self.manager.unregister(module)
                     self.failures.append(LoadFailure(ep.name, package, _describe(exc)))
                     return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import tomllib
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
@@ -75,10 +76,16 @@ def _strategy_union(registry: Registry, kind: str) -> Any:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
 
 
 Triple = tuple[float, float, float]
+#: A voxel size: three positive finite numbers (µm).
+VoxelSize = tuple[
+    Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]
+]
+#: The resolution factor p between the two grids.
+Resolution = Annotated[int, Field(ge=1, le=4, description="Resolution factor per axis.")]
 
 
 def _odd_support(v: int) -> int:
@@ -114,14 +121,40 @@ class PhantomInputs(_Model):
     def _odd(cls, v: int) -> int:
         return _odd_support(v)
 
+    def check_grid(self, p: int) -> None:
+        """The size must be a multiple of ``p`` and hold the kernel."""
+        if self.size % p:
+            raise ValueError(f"phantom size {self.size} must be a multiple of p={p}")
+        if self.kernel_support > self.size:
+            raise ValueError(
+                f"kernel_support {self.kernel_support} is larger than the phantom ({self.size})"
+            )
+
+
+class PhantomCommand(PhantomInputs):
+    """``boneframe phantom``: the spec's phantom written to files, in memory up to
+    512³ and chunk by chunk (zarr) above or with a tile."""
+
+    size: int = Field(64, ge=16, le=16384, description="High-resolution size per axis.")
+    p: Resolution = 2
+    format: Literal["npy", "zarr", "tif", "tiff", "nii"] = Field("npy", description="Format.")
+    tile: int = Field(0, ge=0, description="Tile of a chunk-by-chunk phantom (0: automatic).")
+
+    @model_validator(mode="after")
+    def _grid(self) -> PhantomCommand:
+        self.check_grid(self.p)
+        if self.tile and (self.tile < 16 or self.tile % self.p):
+            raise ValueError(f"tile {self.tile} must be at least 16 and a multiple of p={self.p}")
+        return self
+
 
 class FileInputs(_Model):
     """A registered pair of files."""
 
     hr: Path = Field(description="High-resolution (micro-CT) volume on the p-times finer grid.")
     lr: Path = Field(description="Low-resolution (HR-pQCT) volume.")
-    voxel_size_hr: Triple | None = Field(None, description="Override, µm per axis.")
-    voxel_size_lr: Triple | None = Field(None, description="Override, µm per axis.")
+    voxel_size_hr: VoxelSize | None = Field(None, description="Override, µm per axis.")
+    voxel_size_lr: VoxelSize | None = Field(None, description="Override, µm per axis.")
 
 
 def _registration_params() -> type[BaseModel]:
@@ -136,8 +169,8 @@ class RegisterInputs(_Model):
 
     moving: Path = Field(description="Raw micro-CT scan (any voxel size and orientation).")
     fixed: Path = Field(description="HR-pQCT scan (becomes the low-resolution volume).")
-    voxel_size_moving: Triple | None = Field(None, description="Override, µm per axis.")
-    voxel_size_fixed: Triple | None = Field(None, description="Override, µm per axis.")
+    voxel_size_moving: VoxelSize | None = Field(None, description="Override, µm per axis.")
+    voxel_size_fixed: VoxelSize | None = Field(None, description="Override, µm per axis.")
     params: _registration_params() = Field(  # type: ignore[valid-type]
         default_factory=lambda: _registration_params()(),
         description="Registration parameters (see boneframe register).",
@@ -150,13 +183,15 @@ class Inputs(_Model):
     phantom: PhantomInputs | None = None
     files: FileInputs | None = None
     registration: RegisterInputs | None = None
-    p: int = Field(2, ge=1, le=4, description="Resolution factor per axis.")
+    p: Resolution = 2
 
     @model_validator(mode="after")
     def _one_source(self) -> Inputs:
         given = [self.phantom, self.files, self.registration]
         if sum(x is not None for x in given) != 1:
             raise ValueError("give exactly one of 'phantom', 'files' or 'registration'")
+        if self.phantom is not None:
+            self.phantom.check_grid(self.p)
         if self.registration is not None:
             prm = self.registration.params
             if prm.p != self.p or prm.pad != 0:
@@ -284,7 +319,10 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
         """A boneframe pipeline: inputs, kernel estimations, super-resolutions, metrics."""
 
         model_config = ConfigDict(
-            extra="forbid", validate_default=True, title="boneframe pipeline spec"
+            extra="forbid",
+            allow_inf_nan=False,
+            validate_default=True,
+            title="boneframe pipeline spec",
         )
         version: Literal[1] = Field(description="Spec format version.")
         inputs: Inputs
@@ -296,6 +334,12 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
 
         @model_validator(mode="after")
         def _references(self) -> PipelineSpec:
+            if self.compute.chunk_size % self.inputs.p:
+                raise ValueError(
+                    f"compute.chunk_size {self.compute.chunk_size} must be a multiple of "
+                    f"inputs.p ({self.inputs.p}): a chunk of the micro-CT maps onto whole voxels "
+                    "of the HR-pQCT"
+                )
             seen: set[str] = set()
             for stage in self.kernels:
                 if stage.name in seen:
@@ -323,6 +367,15 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
 
 
 _REGISTRIES: dict[int, Registry] = {}
+
+
+def stage_model(field: Literal["kernels", "superresolution", "metrics"]) -> Any:
+    """The model of a spec section (a kernel stage, a super-resolution stage, the
+    metrics) for the installed plugins: the command line validates its options
+    through it, so one bound holds on both paths."""
+    annotation = spec_model().model_fields[field].annotation
+    args = typing.get_args(annotation)
+    return args[0] if args else annotation
 
 
 def spec_model(registry: Registry | None = None) -> type[BaseModel]:
@@ -364,8 +417,41 @@ def parse_spec_text(text: str, suffix: str, source: str = "spec") -> dict[str, A
     return data
 
 
+def _named_strategies(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(field path, kind, name)`` of every strategy a parsed spec names."""
+    out = []
+    fields = {
+        "kernels": ("similarity", "regularizer", "solver"),
+        "superresolution": ("regularizer", "solver"),
+    }
+    for section, keys in fields.items():
+        stages = data.get(section)
+        for i, stage in enumerate(stages if isinstance(stages, list) else []):
+            if not isinstance(stage, dict):
+                continue
+            for key in keys:
+                kind = key
+                value = stage.get(key)
+                name = value.get("name") if isinstance(value, dict) else value
+                if isinstance(name, str):
+                    out.append((f"{section}.{i}.{key}", kind, name))
+    return out
+
+
 def validate_spec(data: dict[str, Any], source: str = "spec", base: Path | None = None) -> Any:
-    """Validate a parsed spec; input paths are resolved against ``base`` and checked."""
+    """Validate a parsed spec; input paths are resolved against ``base`` and checked.
+
+    A strategy that two installed packages register under one name is refused
+    with both packages named (it is not offered to the spec at all).
+    """
+    registry = get_registry()
+    clashes = [
+        f"{where}: {registry.conflict_message(kind, name)}"
+        for where, kind, name in _named_strategies(data)
+        if (kind, name) in registry.conflicts
+    ]
+    if clashes:
+        raise SpecError(source, clashes)
     model = spec_model()
     try:
         spec: Any = model.model_validate(data)  # a model made at run time
@@ -399,9 +485,17 @@ def validate_spec(data: dict[str, Any], source: str = "spec", base: Path | None 
 def load_spec(path: str | Path) -> Any:
     """Read and validate a spec file (``.yaml``, ``.yml``, ``.toml`` or ``.json``)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"{p}: no such spec file")
-    data = parse_spec_text(p.read_text(), p.suffix.lower(), str(p))
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file (a spec is a .yaml, .toml or .json file)")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{p}: not UTF-8 text (byte {exc.start}): save the spec as UTF-8"
+        ) from None
+    data = parse_spec_text(text, p.suffix.lower(), str(p))
     return validate_spec(data, str(p), base=p.resolve().parent)
 
 

@@ -65,6 +65,8 @@ class Volume:
         if getattr(self.data, "ndim", None) != 3:
             shape = getattr(self.data, "shape", None)
             raise InputError(f"a volume must be a 3D array, got shape {shape}")
+        if 0 in tuple(self.data.shape):
+            raise InputError(f"the volume is empty (shape {tuple(self.data.shape)})")
         if self.voxel_size is not None:
             vs = as_triple(self.voxel_size, "voxel size")
             if min(vs) <= 0:
@@ -74,6 +76,11 @@ class Volume:
         direction = np.asarray(self.direction, dtype=float)
         if direction.shape != (3, 3):
             raise InputError(f"direction must be a 3x3 matrix, got shape {direction.shape}")
+        if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-6:
+            raise InputError(
+                "the direction matrix must be finite with independent columns (the world "
+                f"directions of the three array axes), got {direction.tolist()}"
+            )
         object.__setattr__(self, "direction", direction)
 
     @property

@@ -54,10 +54,10 @@ def test_existing_output_dir_is_refused_then_overwritten(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["phantom", "{tmp}/x", "--size", "15"], "multiple of p"),
+        (["phantom", "{tmp}/x", "--size", "17"], "multiple of p"),
         (["phantom", "{tmp}/x", "--kernel-support", "8"], "odd"),
         (["phantom", "{tmp}/x", "--kernel-sigma", "a,b"], "--kernel-sigma"),
-        (["phantom", "{tmp}/x", "--format", "png"], "unknown format"),
+        (["phantom", "{tmp}/x", "--format", "png"], "--format: Input should be"),
         (["info", "{tmp}/corrupt.npy"], "cannot read"),
         (["info", "{tmp}/missing.nii.gz"], "no such file"),
     ],

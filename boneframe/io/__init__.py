@@ -104,6 +104,8 @@ def read_volume(
     fmt = format_for(p)
     if not p.exists():
         raise VolumeIOError(f"{p}: no such file or directory")
+    if not (p.is_file() or p.is_dir()):
+        raise VolumeIOError(f"{p}: not a regular file or folder")
     try:
         volume = fmt.read(p)
     except BoneframeError as exc:

@@ -230,7 +230,7 @@ class MilFabric(Quantity):
 class MilParams(BaseModel):
     """Sampling of the MIL fabric tensor."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     directions: int = Field(256, ge=9, description="Number of seeded line directions")
     lines: int = Field(2500, ge=1, description="Lines per direction (square grid)")
     increment: float = Field(1.0, gt=0, description="Sampling step along lines (voxels)")

@@ -160,7 +160,7 @@ class TrabecularNumber(Metric):
     r"""Tb.N (1/mm): :math:`1/(\mathrm{Tb.Th} + \mathrm{Tb.Sp})`, or the plate model."""
 
     class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
         model: Literal["inverse_sum", "plate"] = Field(
             "inverse_sum",
             description="'inverse_sum': 1/(Tb.Th + Tb.Sp); 'plate': Parfitt's BV/TV / Tb.Th",

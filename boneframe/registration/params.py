@@ -21,7 +21,7 @@ class RegistrationParams(BaseModel):
     up to 15° and 600 µm away (see ``tests/test_registration_accuracy.py``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     init: str = Field(
         "geometry",

@@ -13,7 +13,7 @@ from boneframe.interfaces import Regularizer
 class GradientL2Params(BaseModel):
     """Parameters of :class:`GradientL2`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     weight: float = Field(1.0, ge=0, description="Multiplier of ||D x||² (the paper's alpha).")
 
 

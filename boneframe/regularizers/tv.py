@@ -14,7 +14,7 @@ from boneframe.interfaces import Regularizer
 class TVParams(BaseModel):
     """Parameters of :class:`TV`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     weight: float = Field(1.0, ge=0, description="Multiplier of the total variation.")
     anisotropic: bool = Field(
         False, description="Sum |D_a x| over axes (l1) instead of the Euclidean norm (l2,1)."

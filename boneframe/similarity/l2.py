@@ -16,7 +16,7 @@ Normalisation = Literal["variance", "voxels", "none"]
 class L2Params(BaseModel):
     """Parameters of :class:`L2`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     normalise: Normalisation = Field(
         "variance",
         description=(

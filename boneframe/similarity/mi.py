@@ -39,7 +39,7 @@ __all__ = ["MutualInformation", "MutualInformationParams"]
 class MutualInformationParams(BaseModel):
     """Parameters of :class:`MutualInformation`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     bins: int = Field(
         128,
         ge=4,

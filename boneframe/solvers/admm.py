@@ -48,7 +48,7 @@ class SplitProblem(Protocol):
 class ADMMParams(BaseModel):
     """Parameters of :class:`ADMM`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     mu: float = Field(10.0, gt=0, description="Weight of the data term (the paper's mu).")
     beta: float = Field(7.0, gt=0, description="Augmented-Lagrangian penalty (the paper's beta).")
     tol: float = Field(

@@ -59,7 +59,7 @@ class GradientProblem(Protocol):
 class GradientDescentParams(BaseModel):
     """Parameters of :class:`GradientDescent`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     step: StepRule = Field(
         "bb",
         description=(
