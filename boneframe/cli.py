@@ -7,9 +7,11 @@ Heavy modules are imported inside the commands so that ``--help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, overload
 
@@ -38,16 +40,31 @@ def _root(
         str | None,
         typer.Option(
             envvar="BONEFRAME_SCHEDULER",
-            help="dask.distributed scheduler address (tcp://host:8786): chunked work on "
-            "zarr volumes runs on that cluster (needs the distributed package).",
+            help="dask.distributed scheduler address: tcp://127.0.0.1:8786 on this machine, "
+            "or tls://host:8786 with dask's TLS settings (needs the distributed package).",
         ),
     ] = None,
+    allow_remote_scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote-scheduler",
+            help="Allow a plain tcp:// scheduler that is not on this machine (or set "
+            "BONEFRAME_ALLOW_REMOTE_SCHEDULER=1). The client unpickles what the scheduler "
+            "sends: only for a scheduler you trust; prefer tls://.",
+        ),
+    ] = False,
 ) -> None:
     """Blurring-kernel estimation and TV super-resolution for bone micro-CT / HR-pQCT."""
+    ctx.obj = {"allow_remote_scheduler": allow_remote_scheduler}
     if scheduler:
         from boneframe.compute import use_scheduler
 
-        ctx.with_resource(use_scheduler(scheduler))
+        ctx.with_resource(use_scheduler(scheduler, allow_remote=allow_remote_scheduler))
+
+
+def _allow_remote(ctx: typer.Context) -> bool:
+    """The ``--allow-remote-scheduler`` of this invocation."""
+    return bool((ctx.find_root().obj or {}).get("allow_remote_scheduler", False))
 
 
 def _err(message: str) -> None:
@@ -245,7 +262,10 @@ def _params(pairs: list[str] | None) -> dict[str, object]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InputError(f"a parameter must look like KEY=VALUE, got {pair!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise InputError(f"--param {pair!r}: the value is not valid YAML") from None
     return out
 
 
@@ -268,12 +288,20 @@ def _resolution(p: int) -> int:
 
 
 def _check_outputs(out: Path, overwrite: bool) -> None:
-    """Refuse an existing output or sidecar before any work is done."""
+    """Reserve an output for the whole command (another writer is refused), and
+    refuse an existing one (or a foreign file where its sidecar goes) before any
+    work is done."""
     from boneframe.io import sidecar_path
-    from boneframe.io.atomic import check_writable
+    from boneframe.io.atomic import reserve
 
-    check_writable(out, overwrite)
-    check_writable(sidecar_path(out), overwrite)
+    stack = _RESERVED[-1] if _RESERVED else contextlib.ExitStack()
+    existed = stack.enter_context(reserve(out, overwrite))
+    side = sidecar_path(out)
+    if not existed and side.exists() and not overwrite:
+        from boneframe.io.sidecar import FINGERPRINT, read_json
+
+        if FINGERPRINT not in read_json(side):
+            raise InputError(f"{side} exists (use --overwrite to replace it)")
 
 
 # --------------------------------------------------------------------------- estimate-kernel
@@ -634,6 +662,7 @@ def _print_summary(metrics_: dict) -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Spec (.yaml, .toml, .json).")],
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: <spec stem>-out).")
@@ -649,13 +678,20 @@ def run(
     spec = load_spec(spec_file)
     out = out or Path(f"{spec_file.stem}-out")
     check_writable(out, overwrite)
-    result = run_pipeline(spec, out, overwrite=overwrite, reporter=_reporter(quiet))
+    result = run_pipeline(
+        spec,
+        out,
+        overwrite=overwrite,
+        reporter=_reporter(quiet),
+        allow_remote_scheduler=_allow_remote(ctx),
+    )
     if not quiet:
         _print_summary(result.metrics)
 
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo-out"),
     size: Annotated[int, typer.Option(help="Phantom size (200: the paper's setting).")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -686,12 +722,21 @@ def demo(
             "p": data["inputs"]["p"],
         }
     spec = validate_spec(data, "demo")
-    result = run_pipeline(spec, out, overwrite=overwrite, reporter=_reporter(quiet))
+    result = run_pipeline(
+        spec,
+        out,
+        overwrite=overwrite,
+        reporter=_reporter(quiet),
+        allow_remote_scheduler=_allow_remote(ctx),
+    )
     _print_summary(result.metrics)
     typer.echo(f"report: {out / 'report.md'}")
 
 
 # --------------------------------------------------------------------------- entry point
+#: The outputs reserved by the running command (released when it ends).
+_RESERVED: list[contextlib.ExitStack] = []
+
 #: ``errno`` values of an ``OSError`` the user can act on (a path, a permission,
 #: the disk): one ``error:`` line and exit 2, not a defect.
 USER_ERRNOS = frozenset(
@@ -753,6 +798,10 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         args.remove("--debug")
     code = 0
+    stack = contextlib.ExitStack()
+    _RESERVED.append(stack)
+    stack.enter_context(warnings.catch_warnings())
+    warnings.showwarning = _show_warning
     try:
         returned = app(args=args, prog_name="boneframe", standalone_mode=False)
         if isinstance(returned, int):  # typer.Exit(code) returns its code here
@@ -780,7 +829,27 @@ def main(argv: list[str] | None = None) -> int:
                 "please report it with the output of the same command run with --debug"
             )
             code = 1
+    finally:
+        _RESERVED.remove(stack)
+        stack.close()
     return _exit(code, argv)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A data warning as one ``warning:`` line on stderr (no source location)."""
+    from boneframe.errors import DataWarning
+
+    if issubclass(category, DataWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _exit(code: int, argv: list[str] | None) -> int:

@@ -22,3 +22,8 @@ class VolumeIOError(BoneframeError, OSError):
 
 class PluginError(BoneframeError, LookupError):
     """An unknown, broken or conflicting plugin strategy."""
+
+
+class DataWarning(UserWarning):
+    """Data that is read but deserves the user's attention (e.g. absent zarr chunks
+    read as the fill value); the CLI prints it as one ``warning:`` line."""

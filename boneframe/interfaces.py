@@ -619,6 +619,12 @@ class VolumeFormat(Strategy):
     extensions: ClassVar[tuple[str, ...]] = ()
     #: The path is a directory (zarr, DICOM series) rather than a file.
     is_directory: ClassVar[bool] = False
+    #: The format keeps ``Volume.metadata`` inside the volume (zarr attributes);
+    #: otherwise metadata goes to a JSON sidecar.
+    holds_metadata: ClassVar[bool] = False
+    #: ``read`` takes its geometry and metadata from the sidecar itself (npy);
+    #: otherwise :func:`boneframe.io.read_volume` adds the sidecar's metadata.
+    reads_sidecar: ClassVar[bool] = False
 
     @abstractmethod
     def read(self, path: Path) -> Volume:

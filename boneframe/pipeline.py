@@ -227,7 +227,12 @@ def run_sr_stage(
 
 
 def run_pipeline(
-    spec: Any, out: str | Path, *, overwrite: bool = False, reporter: Reporter | None = None
+    spec: Any,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+    allow_remote_scheduler: bool = False,
 ) -> PipelineResult:
     """Run every stage of ``spec`` and write all artefacts into ``out`` atomically.
 
@@ -241,6 +246,10 @@ def run_pipeline(
         Replace an existing ``out`` (only once the new run has succeeded).
     reporter : Reporter, optional
         Progress reporting (default: bars on a terminal, log lines otherwise).
+    allow_remote_scheduler : bool
+        Allow the spec's ``compute.scheduler`` to be a plain ``tcp://`` address off
+        this machine (the command line's ``--allow-remote-scheduler``; a spec
+        cannot opt in by itself: it may come from someone else).
 
     Returns
     -------
@@ -251,7 +260,9 @@ def run_pipeline(
     reporter = reporter or Reporter()
     with contextlib.ExitStack() as stack:
         if spec.compute.scheduler and active_client() is None:  # --scheduler wins
-            stack.enter_context(use_scheduler(spec.compute.scheduler))
+            stack.enter_context(
+                use_scheduler(spec.compute.scheduler, allow_remote=allow_remote_scheduler)
+            )
             reporter.message(f"dask scheduler: {spec.compute.scheduler}")
         return _run_stages(spec, out, overwrite, reporter)
 

@@ -43,7 +43,7 @@ class SpecError(InputError):
 
     def __init__(self, source: str, problems: list[str]):
         self.problems = problems
-        super().__init__(f"invalid spec {source}:\n  " + "\n  ".join(problems))
+        super().__init__(f"invalid spec {source}: " + "; ".join(problems))
 
 
 def _bare_name(value: Any) -> Any:
@@ -213,9 +213,20 @@ class ComputeSpec(_Model):
     )
     scheduler: str | None = Field(
         None,
-        description="dask.distributed scheduler address (tcp://host:port) running the "
-        "chunked work; the command line's --scheduler wins.",
+        description="dask.distributed scheduler address running the chunked work: "
+        "tcp://host:port on this machine (localhost, 127.0.0.0/8, [::1]) or tls://host:port "
+        "with dask's TLS settings (a plain tcp:// address elsewhere needs the command line's "
+        "--allow-remote-scheduler); the command line's --scheduler wins.",
     )
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler_syntax(cls, value: str | None) -> str | None:
+        if value is not None:  # the syntax at load time; the loopback rule when connecting
+            from boneframe.compute import parse_scheduler_address
+
+            parse_scheduler_address(value)
+        return value
 
 
 class OutputSpec(_Model):
@@ -456,7 +467,14 @@ def validate_spec(data: dict[str, Any], source: str = "spec", base: Path | None 
     try:
         spec: Any = model.model_validate(data)  # a model made at run time
     except ValidationError as exc:
-        raise SpecError(source, format_problems(exc)) from None
+        problems = format_problems(exc)
+        text = " ".join(problems)
+        problems += [  # a default name (no name given) is refused the same way
+            registry.conflict_message(kind, name)
+            for kind, name in registry.conflicts
+            if f"'{name}'" in text
+        ]
+        raise SpecError(source, problems) from None
     problems = []
     for section, keys in (("files", ("hr", "lr")), ("registration", ("moving", "fixed"))):
         inputs = getattr(spec.inputs, section)

@@ -43,6 +43,7 @@ def run_forked(argv: Sequence[str], *, kill_at: int | None = None, log: Path | N
                 os.environ["BONEFRAME_KILL_AT"] = str(kill_at)
             if log is not None:
                 os.environ["BONEFRAME_CHECKPOINT_LOG"] = str(log)
+            _fresh_thread_pools()
             from boneframe.cli import main
 
             code = main(list(argv))
@@ -52,6 +53,18 @@ def run_forked(argv: Sequence[str], *, kill_at: int | None = None, log: Path | N
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def _fresh_thread_pools() -> None:
+    """A forked child has only the forking thread: pools made by the parent point at
+    threads that do not exist here, and would wait for them forever."""
+    import threading
+
+    import dask.threaded
+
+    dask.threaded.default_pool = None
+    dask.threaded.pools.clear()
+    dask.threaded.pools_lock = threading.Lock()
 
 
 def kill_points(argv: Sequence[str], log: Path, cwd: Path | None = None) -> list[str]:
@@ -80,9 +93,8 @@ def info_reads(path: Path) -> bool:
 
 def sidecar_matches(volume: Path) -> bool:
     """The volume's sidecar exists and names this volume's content."""
-    from boneframe.io.integrity import sidecar_belongs
-
     from boneframe.io import sidecar_path
+    from boneframe.io.sidecar import sidecar_belongs
 
     side = sidecar_path(volume)
     return side.is_file() and sidecar_belongs(volume, json.loads(side.read_text()))

@@ -92,7 +92,8 @@ def test_kernel_and_superresolution_on_zarr(tiled, tmp_path):
     assert main([*argv, "--max-iter", "20"]) == 0
     sr = read_volume(out)
     assert sr.shape == (48, 48, 48) and sr.voxel_size == (41.0, 41.0, 41.0)
-    assert json.loads((tmp_path / "sr.json").read_text())["blockwise"] is True
+    assert sr.metadata["blockwise"] is True  # the settings live in the zarr's attributes
+    assert not (tmp_path / "sr.json").exists()
 
 
 def test_a_bad_scheduler_address_is_one_clear_error(tiled, capsys):

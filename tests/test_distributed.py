@@ -24,7 +24,11 @@ distributed = pytest.importorskip("distributed")
 def cluster():
     # worker processes (not threads): what a real cluster does, pickling included
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",  # every listener on loopback
+        dashboard_address="127.0.0.1:0",
     ) as local:
         yield local
 

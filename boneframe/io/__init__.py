@@ -16,12 +16,13 @@ import numpy as np
 
 from boneframe.errors import BoneframeError, InputError, VolumeIOError
 from boneframe.interfaces import VolumeFormat
-from boneframe.io.atomic import atomic_path, check_writable
+from boneframe.io.atomic import atomic_path
 from boneframe.io.dicom_format import DicomSeriesFormat, is_dicom_folder
+from boneframe.io.geometry import GEOMETRY_KEYS
 from boneframe.io.nifti_format import NiftiFormat
 from boneframe.io.npy import NpyFormat
 from boneframe.io.scanco import AimFormat, IsqFormat
-from boneframe.io.sidecar import read_json, sidecar_path, write_json
+from boneframe.io.sidecar import read_json, read_sidecar, sidecar_path, write_json
 from boneframe.io.tiff_format import TiffFormat
 from boneframe.io.zarr_format import ZarrFormat
 from boneframe.volume import Volume, as_triple, as_volume
@@ -113,6 +114,13 @@ def read_volume(
     except Exception as exc:  # libraries raise anything on corrupt files
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VolumeIOError(f"cannot read {p} as {fmt.name}: {msg}") from exc
+    if not (fmt.holds_metadata or fmt.reads_sidecar):
+        side = read_sidecar(p)
+        if side:
+            from dataclasses import replace
+
+            extra = {k: v for k, v in side.items() if k not in GEOMETRY_KEYS}
+            volume = replace(volume, metadata={**extra, **volume.metadata})
     if voxel_size is not None:
         volume = as_volume(volume, as_triple(voxel_size, "voxel size"))
     if require_voxel_size and volume.voxel_size is None:
@@ -137,25 +145,43 @@ def write_volume(
     overwrite: bool = False,
     sidecar: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a volume atomically; the format is chosen by extension.
+    """Write a volume and its metadata atomically, as one unit; the format is chosen
+    by extension.
 
     Parameters
     ----------
     volume : Volume or array
-        What to write (an array is written without voxel size).
+        What to write (an array is written without voxel size). A dask volume is
+        computed chunk by chunk as it is written (zarr).
     path : path-like
         Target; an existing one is refused unless ``overwrite``.
     overwrite : bool
         Replace an existing target.
     sidecar : dict, optional
-        Extra entries for the ``<stem>.json`` sidecar (written with the
-        geometry whenever given, whatever the format).
+        Metadata to keep with the volume (with its geometry): inside the volume
+        where the format holds it (zarr attributes), else in the ``<stem>.json``
+        sidecar.
 
     Returns
     -------
     pathlib.Path
         The path written.
+
+    Notes
+    -----
+    The sidecar records the volume's fingerprint and is committed before the
+    volume (:mod:`boneframe.io.atomic`): a volume never appears without its
+    metadata, a sidecar whose volume is absent is a killed writer's leftover
+    (removed here), and one that does not match its volume is not used. While an
+    existing pair is replaced, the new sidecar also remembers the old one, so a
+    writer killed between the two commits leaves the old pair readable.
     """
+    from dataclasses import replace
+
+    from boneframe.io.atomic import reserve
+    from boneframe.io.faults import checkpoint
+    from boneframe.io.sidecar import FINGERPRINT, fingerprint
+
     vol = as_volume(volume)
     p = Path(path)
     fmt = format_for(p)
@@ -166,15 +192,67 @@ def write_volume(
         from boneframe.io.geometry import geometry_to_json
 
         side = {**geometry_to_json(vol), **(side or {}), **sidecar}
-    if side is not None:
-        check_writable(sidecar_path(p), overwrite)
+    if side is not None and fmt.holds_metadata:
+        vol = replace(vol, metadata={**vol.metadata, **side})
+        side = None
+    side_file = sidecar_path(p)
     try:
-        with atomic_path(p, overwrite=overwrite) as tmp:
-            fmt.write(vol, tmp)
+        with reserve(p, overwrite) as existed:
+            previous = _sidecar_to_replace(p, side_file, existed, overwrite) if side else None
+            with atomic_path(p, overwrite=overwrite) as tmp:
+                fmt.write(vol, tmp)
+                if side is not None:
+                    side[FINGERPRINT] = fingerprint(tmp)
+                    if previous is not None:
+                        side["previous"] = {k: v for k, v in previous.items() if k != "previous"}
+                    checkpoint(f"writing the sidecar of {p.name}")
+                    write_json(side_file, side, overwrite=True)
+        if side is not None and "previous" in side:  # the pair is committed: forget the old one
+            side.pop("previous")
+            write_json(side_file, side, overwrite=True)
     except BoneframeError:
+        raise
+    except OSError as exc:
+        if exc.errno in (None, 0):  # a short write (numpy's): say why when we can
+            raise VolumeIOError(f"cannot write {p} as {fmt.name}: {exc}{_why(p)}") from exc
         raise
     except Exception as exc:
         raise VolumeIOError(f"cannot write {p} as {fmt.name}: {exc}") from exc
-    if side is not None:
-        write_json(sidecar_path(p), side, overwrite=overwrite)
     return p
+
+
+def _why(path: Path) -> str:
+    """``": No space left on device"`` when the disk of ``path`` is (nearly) full."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return ""
+    return ": No space left on device" if free < 2**20 else ""
+
+
+def _sidecar_to_replace(
+    volume: Path, side_file: Path, existed: bool, overwrite: bool
+) -> dict[str, Any] | None:
+    """Before writing ``volume``'s sidecar: remove a killed writer's leftover,
+    refuse a foreign file, and return the sidecar being replaced (if any)."""
+    from boneframe.io.sidecar import FINGERPRINT
+
+    if not side_file.exists():
+        return None
+    try:
+        old = read_json(side_file)
+    except VolumeIOError:
+        old = {}
+    if existed:
+        return old if overwrite else None
+    if FINGERPRINT in old:  # a sidecar without its volume: a killed writer's
+        side_file.unlink()
+        return None
+    if overwrite:
+        return None
+    raise VolumeIOError(
+        f"{side_file} exists and is not the sidecar of a volume boneframe wrote: "
+        "move it away or use --overwrite"
+    )

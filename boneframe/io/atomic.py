@@ -1,15 +1,51 @@
-"""Atomic outputs: write to a temporary sibling, then rename over the target."""
+"""Outputs that are never lost and never half-written.
+
+The protocol, for every file or folder boneframe writes:
+
+* **Reserve the name** for the whole command (:func:`reserve`): a lock file
+  ``.NAME.lock`` created exclusively, holding the writer's process id and host.
+  A second writer to the same name is refused while the first is alive; a lock
+  whose process is gone (killed) is stale, and the next writer removes it with
+  that writer's temporary leftovers.
+* **Write beside it** into ``.tmp-PID-XXXXXXXX-NAME`` (:func:`atomic_path`; the
+  name ends as the target's, for writers that read the extension), and
+  **commit** with one rename at the end. The rename never replaces a name that
+  was absent when the command started: if someone else created it meanwhile,
+  theirs is kept and the command fails. Only a name found at the start, with
+  ``overwrite``, is replaced.
+* Anything a killed writer leaves is a hidden sibling with its process id in
+  its name, removed by the next writer of that name.
+
+A volume and its JSON sidecar are one unit (:func:`boneframe.io.write_volume`):
+the sidecar, which records the volume's fingerprint, is committed first and
+the volume last, so a volume never appears without its metadata.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from boneframe.errors import VolumeIOError
+from boneframe.io.faults import checkpoint
+
+__all__ = ["atomic_path", "check_writable", "remove_path", "rename_noreplace", "reserve"]
+
+#: Names held: (process id, absolute path) -> (depth, existed when reserved). The
+#: process id keeps a forked child from inheriting its parent's reservations.
+_HELD: dict[tuple[int, str], tuple[int, bool]] = {}
+#: Leftovers of the first release (``.XXXXXXXX.tmp-NAME``, no process id) older
+#: than this many seconds are removed too.
+LEGACY_LEFTOVER_AGE = 3600.0
 
 
 def remove_path(path: Path) -> None:
@@ -21,20 +57,197 @@ def remove_path(path: Path) -> None:
 
 
 def check_writable(path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing ``path`` unless ``overwrite``."""
+    """Refuse to replace an existing ``path`` unless ``overwrite``; refuse a
+    missing folder, and the current folder or one above it."""
+    path = Path(path)
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise VolumeIOError(f"{path} already exists (use --overwrite to replace it)")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise VolumeIOError(f"cannot write {path}: directory {path.parent} does not exist")
+    here, target = Path.cwd().resolve(), path.resolve()
+    if target == here or target in here.parents:
+        raise VolumeIOError(f"refusing to write {path}: it holds the current directory")
 
 
-@contextmanager
+def _alive(pid: int, host: str) -> bool:
+    if host != socket.gethostname():
+        return True  # another machine's process: cannot tell, assume it runs
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.lock")
+
+
+def _owner(lock: Path) -> tuple[int, str] | None:
+    try:
+        pid, host = lock.read_text().split(maxsplit=1)
+        return int(pid), host.strip()
+    except (OSError, ValueError):
+        return None
+
+
+def clean_leftovers(target: Path) -> list[Path]:
+    """Remove what killed writers of ``target`` left beside it; returns what was removed.
+
+    Temporaries name their writer's process id (``.tmp-PID-XXXXXXXX-NAME``,
+    ``.old-PID-XXXXXXXX-NAME``): only those of processes that are gone are removed.
+    """
+    pattern = re.compile(rf"^\.(tmp|old)-(\d+)-[0-9a-f]{{8}}-{re.escape(target.name)}$")
+    legacy = re.compile(rf"^\.[0-9a-f]{{8}}\.(tmp|old)-{re.escape(target.name)}$")
+    host, removed = socket.gethostname(), list[Path]()
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for sibling in siblings:
+        m = pattern.match(sibling.name)
+        stale = m is not None and not _alive(int(m.group(2)), host)
+        if legacy.match(sibling.name):
+            with contextlib.suppress(OSError):
+                stale = time.time() - sibling.lstat().st_mtime > LEGACY_LEFTOVER_AGE
+        if stale:
+            remove_path(sibling)
+            removed.append(sibling)
+    return removed
+
+
+@contextlib.contextmanager
+def reserve(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[bool]:
+    """Hold ``path`` for this process for the ``with`` block; yields whether it existed.
+
+    Re-entrant within one process (a command reserves its output at the start,
+    the writer that commits it at the end reserves it again).
+
+    Raises
+    ------
+    VolumeIOError
+        ``path`` exists and not ``overwrite``; its folder is missing; another
+        live process is writing it.
+    """
+    target = Path(path)
+    key = (os.getpid(), os.path.abspath(target))
+    if key in _HELD:
+        depth, existed = _HELD[key]
+        _HELD[key] = (depth + 1, existed)
+        try:
+            yield existed
+        finally:
+            depth, existed = _HELD[key]
+            _HELD[key] = (depth - 1, existed)
+        return
+    check_writable(target, overwrite)
+    lock = _lock_path(target)
+    for attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            owner = _owner(lock)
+            if attempt == 0 and owner is not None and not _alive(*owner):
+                lock.unlink(missing_ok=True)  # its writer was killed: stale
+                continue
+            who = "another process" if owner is None else f"process {owner[0]} on {owner[1]}"
+            raise VolumeIOError(
+                f"{target} is being written by {who}; wait for it to finish "
+                f"(or remove {lock} if that process is gone)"
+            ) from None
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        clean_leftovers(target)
+        check_writable(target, overwrite)  # again: it may have appeared while we waited
+        existed = target.exists() or target.is_symlink()
+        _HELD[key] = (1, existed)
+        yield existed
+    finally:
+        _HELD.pop(key, None)
+        lock.unlink(missing_ok=True)
+
+
+def _renameat2() -> object | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.renameat2
+    except (OSError, AttributeError):
+        return None
+
+
+_RENAMEAT2 = _renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (then ``FileExistsError``).
+
+    Atomic on Linux (``renameat2`` with ``RENAME_NOREPLACE``); elsewhere a hard
+    link for files and a checked rename for folders.
+    """
+    if _RENAMEAT2 is not None:
+        rc = _RENAMEAT2(  # type: ignore[operator]
+            _AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE
+        )
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), str(dst))
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(dst))
+    if src.is_dir() and not src.is_symlink():
+        if dst.exists() or dst.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+        os.rename(src, dst)
+        return
+    os.link(src, dst)
+    os.unlink(src)
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    """A hidden sibling of ``target`` naming this process: ``.KIND-PID-XXXXXXXX-NAME``."""
+    return target.with_name(f".{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{target.name}")
+
+
+def _commit(tmp: Path, target: Path, replace: bool) -> None:
+    """Put ``tmp`` at ``target``: replacing it only when ``replace``."""
+    if replace and (target.exists() or target.is_symlink()):
+        if target.is_dir() and not target.is_symlink():
+            old = _sibling(target, "old")
+            os.rename(target, old)
+            checkpoint(f"moved aside {target.name}")
+            rename_noreplace(tmp, target)
+            remove_path(old)
+        elif tmp.is_dir():
+            target.unlink()
+            rename_noreplace(tmp, target)
+        else:
+            os.replace(tmp, target)
+        return
+    try:
+        rename_noreplace(tmp, target)
+    except FileExistsError:
+        raise VolumeIOError(
+            f"{target} appeared while this command was running (another writer?): it was "
+            "left as it is, and this command's output was discarded"
+        ) from None
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it to ``path``.
+    """Yield a temporary path next to ``path``; on success commit it to ``path``.
 
-    The temporary name ends with the target's name, so extension-sensitive
-    writers (``.nii.gz``) behave. On failure the temporary output is removed and
-    an existing ``path`` is left untouched.
+    ``path`` is reserved (:func:`reserve`) for the block. The temporary name
+    ends with the target's name, so extension-sensitive writers (``.nii.gz``)
+    behave. On failure the temporary output is removed and ``path`` is left
+    untouched; the commit never replaces what was not there when ``path`` was
+    first reserved (with ``overwrite``, what was there is replaced).
 
     Examples
     --------
@@ -42,21 +255,15 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     ...     np.save(tmp_path, array)
     """
     target = Path(path)
-    check_writable(target, overwrite)
-    tmp = target.with_name(f".{uuid.uuid4().hex[:8]}.tmp-{target.name}")
-    try:
-        yield tmp
-        if not (tmp.exists() or tmp.is_symlink()):
-            raise VolumeIOError(f"writing {target} produced no output")
-        if target.is_dir() and not target.is_symlink():
-            old = target.with_name(f".{uuid.uuid4().hex[:8]}.old-{target.name}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            remove_path(old)
-        else:
-            if tmp.is_dir() and target.exists():
-                target.unlink()
-            os.replace(tmp, target)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    with reserve(target, overwrite) as existed:
+        tmp = _sibling(target, "tmp")
+        try:
+            checkpoint(f"writing {target.name}")
+            yield tmp
+            if not (tmp.exists() or tmp.is_symlink()):
+                raise VolumeIOError(f"writing {target} produced no output")
+            checkpoint(f"committing {target.name}")
+            _commit(tmp, target, replace=existed and overwrite)
+        except BaseException:
+            remove_path(tmp)
+            raise

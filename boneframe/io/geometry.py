@@ -8,6 +8,9 @@ import numpy as np
 
 from boneframe.volume import Volume
 
+#: The keys :func:`geometry_to_json` writes.
+GEOMETRY_KEYS = ("voxel_size_um", "origin_um", "direction")
+
 
 def geometry_to_json(volume: Volume) -> dict[str, Any]:
     """Voxel size (µm), origin (µm) and direction as plain JSON values."""

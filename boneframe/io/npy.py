@@ -9,8 +9,8 @@ import numpy as np
 
 from boneframe.errors import VolumeIOError
 from boneframe.interfaces import VolumeFormat
-from boneframe.io.geometry import geometry_from_json, geometry_to_json
-from boneframe.io.sidecar import read_json, sidecar_path
+from boneframe.io.geometry import GEOMETRY_KEYS, geometry_from_json, geometry_to_json
+from boneframe.io.sidecar import FINGERPRINT, read_sidecar
 from boneframe.volume import Volume
 
 
@@ -19,17 +19,17 @@ class NpyFormat(VolumeFormat):
 
     name: ClassVar[str] = "npy"
     extensions: ClassVar[tuple[str, ...]] = (".npy",)
+    reads_sidecar: ClassVar[bool] = True
 
     def read(self, path: Path) -> Volume:
         with open(path, "rb") as fh:
             if fh.read(6) != b"\x93NUMPY":
                 raise VolumeIOError("not a NumPy .npy file (bad magic number)")
         data = np.load(path, mmap_mode="r", allow_pickle=False)
-        meta: dict = {}
-        side = sidecar_path(path)
-        if side.is_file():
-            meta = read_json(side)
-        return Volume(np.asarray(data), **geometry_from_json(meta))
+        meta = read_sidecar(path) or {}
+        geometry = geometry_from_json(meta)
+        extra = {k: v for k, v in meta.items() if k not in GEOMETRY_KEYS and k != FINGERPRINT}
+        return Volume(np.asarray(data), metadata=extra, **geometry)
 
     def write(self, volume: Volume, path: Path) -> None:
         with open(path, "wb") as fh:

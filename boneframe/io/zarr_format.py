@@ -1,4 +1,8 @@
-"""Zarr v3 volumes with OME-Zarr (0.5) multiscales metadata; read lazily as dask arrays."""
+"""Zarr v3 volumes with OME-Zarr (0.5) multiscales metadata; read lazily as dask arrays.
+
+Chunks written by boneframe carry checksums, verified on read (see
+:mod:`boneframe.io.zarr_integrity`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,14 @@ import numpy as np
 
 from boneframe.interfaces import VolumeFormat
 from boneframe.io.geometry import geometry_from_json, geometry_to_json
+from boneframe.io.zarr_integrity import (
+    ABSENT_KEYS,
+    chunk_record,
+    report_absent_chunks,
+    store_dask,
+    store_numpy,
+    verified_array,
+)
 from boneframe.volume import DEFAULT_DIRECTION, Volume
 
 _UNIT_TO_UM = {"micrometer": 1.0, "millimeter": 1000.0, "nanometer": 1e-3, "meter": 1e6}
@@ -67,30 +79,58 @@ class ZarrFormat(VolumeFormat):
     name: ClassVar[str] = "zarr"
     extensions: ClassVar[tuple[str, ...]] = (".zarr",)
     is_directory: ClassVar[bool] = True
+    holds_metadata: ClassVar[bool] = True
 
     def read(self, path: Path) -> Volume:
+        """Open lazily; chunks that boneframe wrote are verified as they are loaded.
+
+        A zarr written by boneframe (checksums in ``attrs["boneframe"]["chunks"]``)
+        refuses a missing, undecodable or altered chunk when it is computed
+        (:class:`~boneframe.errors.VolumeIOError` naming the chunk). Any other zarr
+        reads absent chunks as its fill value, as the zarr spec says; they are
+        counted now (``metadata["absent_chunks"]``, ``metadata["chunks_total"]``)
+        and reported with a :class:`~boneframe.io.zarr_integrity.DataWarning`.
+        """
         import dask.array as da
         import zarr
 
-        node = zarr.open(str(path), mode="r")
+        # absolute: the graph's tasks may run where the working directory differs
+        node = zarr.open(str(Path(path).absolute()), mode="r")
         if isinstance(node, zarr.Array):
-            return Volume(da.from_zarr(node))
+            metadata: dict[str, Any] = {}
+            report_absent_chunks(node, str(path), metadata)
+            return Volume(da.from_zarr(node), metadata=metadata)
         attrs: dict[str, Any] = dict(node.attrs)
         ome = attrs.get("ome", attrs)
         geometry: dict[str, Any] = {}
         component = "0"
         if "multiscales" in ome:
             component, geometry = _geometry_from_ome(ome["multiscales"])
-        if "boneframe" in attrs:  # exact geometry (direction included) when we wrote it
-            geometry = geometry_from_json(attrs["boneframe"])
-        metadata = dict(attrs.get("boneframe", {}).get("metadata", {}))
-        return Volume(da.from_zarr(node[component]), metadata=metadata, **geometry)
+        ours = attrs.get("boneframe", {})
+        if ours:  # exact geometry (direction included) when we wrote it
+            geometry = geometry_from_json(ours)
+        metadata = dict(ours.get("metadata", {}))
+        record = ours.get("chunks")
+        if isinstance(record, dict) and record.get("array", component) == component:
+            data = verified_array(node[component], str(path), record)
+        else:
+            array = node[component]
+            report_absent_chunks(array, str(path), metadata)
+            data = da.from_zarr(array)
+        return Volume(data, metadata=metadata, **geometry)
 
     def write(self, volume: Volume, path: Path) -> None:
+        """Write every chunk (fill-valued ones too) and record their checksums.
+
+        A dask array is computed one row of chunks at a time, each task writing
+        one chunk and returning its CRC32 (memory bounded by a row of chunks).
+        The attributes are written last; the caller renames the directory into
+        place atomically.
+        """
         import dask.array as da
         import zarr
 
-        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        group = zarr.open_group(str(Path(path).absolute()), mode="w", zarr_format=3)
         data = volume.data
         # dask types chunk sizes as possibly NaN (unknown): zarr refuses those anyway
         chunks = (
@@ -98,34 +138,28 @@ class ZarrFormat(VolumeFormat):
             if isinstance(data, da.Array)
             else default_chunks(data.shape)
         )
-        arr = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
+        arr = group.create_array(
+            "0",
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=chunks,
+            config={"write_empty_chunks": True},  # an absent chunk is then always a loss
+        )
         if isinstance(data, da.Array):
-            _store_by_slabs(data, arr)
+            crcs = store_dask(data, arr)
         else:
-            arr[...] = np.asarray(data)
-        group.attrs["ome"] = _ome_metadata(volume)
-        group.attrs["boneframe"] = {
-            **geometry_to_json(volume),
-            "metadata": _jsonable(volume.metadata),
-        }
-
-
-def _store_by_slabs(data: Any, target: Any) -> None:
-    """Compute and store a dask array one row of chunks (along axis 0) at a time.
-
-    Storing the whole graph at once lets dask's scheduler run ahead and hold
-    far more than a few chunks when blocks need their neighbours (halos of
-    ``map_overlap``); slab by slab, memory stays bounded by a row of chunks and
-    its halo whatever the volume's size (halo chunks are computed again for the
-    next slab, cheap when they are read from disk).
-    """
-    import dask.array as da
-
-    start = 0
-    for size in data.chunks[0]:
-        region = (slice(start, start + size),) + (slice(None),) * (data.ndim - 1)
-        da.store(data[region], target, regions=region, lock=False)
-        start += size
+            crcs = store_numpy(np.asarray(data), arr)
+        metadata = {k: v for k, v in volume.metadata.items() if k not in ABSENT_KEYS}
+        group.attrs.update(
+            {
+                "ome": _ome_metadata(volume),
+                "boneframe": {
+                    **geometry_to_json(volume),
+                    "metadata": _jsonable(metadata),
+                    "chunks": chunk_record("0", arr.shape, tuple(arr.chunks), crcs),
+                },
+            }
+        )
 
 
 def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:

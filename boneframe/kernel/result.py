@@ -157,15 +157,15 @@ class Kernel:
             No offset recorded and none given; a kernel that is not 3D with odd
             support or holds NaN.
         """
-        from boneframe.io import read_json, read_volume, sidecar_path
+        from boneframe.io import read_volume, sidecar_path
 
         vol = read_volume(path, voxel_size)
-        side_file = sidecar_path(path)
-        side = read_json(side_file) if side_file.is_file() else {}
+        side = vol.metadata  # the verified sidecar's, or the zarr's own attributes
         if offset is None:
             if side.get("offset") is None:
                 raise InputError(
-                    f"{path}: no sidecar {side_file.name} records the kernel's offset; "
+                    f"{path}: no metadata records the kernel's offset (its sidecar "
+                    f"{sidecar_path(path).name} is missing or belongs to another file); "
                     "give the offset explicitly (--offset, or offset=)"
                 )
             offset = float(side["offset"])
