@@ -98,7 +98,7 @@ class PhantomInputs(_Model):
     """A synthetic pair with a known kernel (see ``boneframe phantom``)."""
 
     size: int = Field(64, ge=16, le=1024, description="High-resolution size per axis.")
-    seed: int = Field(0, description="Random seed (structure and noise).")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed (structure and noise).")
     noise: float = Field(0.01, ge=0, description="Noise SD of the low-resolution scan.")
     offset: float = Field(0.0, description="Grey-level shift c.")
     kernel_sigma: Triple = Field((1.6, 1.3, 1.1), description="True kernel sigma, HR voxels.")

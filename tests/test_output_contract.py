@@ -133,6 +133,10 @@ IMPOSSIBLE = [
     (["metrics", "{o}/flat.npy"], "direction"),
     (["info", "{o}/fifo.npy"], "not a regular file"),
     (["metrics", "--bogus"], "No such option"),
+    (["phantom", "{o}/x", "--seed", "-1"], "--seed"),
+    (["super-resolve", "{p}/lr.npy", "--kernel", "{p}/k.npy", "--out", "{o}/sr.npy",
+      "--mu", "1e308"], "--mu"),
+    (["phantom", "{o}/x", "--size", "16", "--kernel", "{o}/strings.npy"], "not numbers"),
 ]  # fmt: skip
 
 
@@ -153,6 +157,7 @@ def bad_files(tmp_path: Path, pair: Path) -> Path:
         json.dumps({"voxel_size_um": [41, 41, 41], "direction": [[0] * 3] * 3})
     )
     os.mkfifo(tmp_path / "fifo.npy")
+    np.save(tmp_path / "strings.npy", np.array(["ab"] * 8).reshape(2, 2, 2))
     return tmp_path
 
 

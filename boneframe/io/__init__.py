@@ -114,6 +114,8 @@ def read_volume(
     except Exception as exc:  # libraries raise anything on corrupt files
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VolumeIOError(f"cannot read {p} as {fmt.name}: {msg}") from exc
+    if not (np.issubdtype(volume.dtype, np.number) or volume.dtype == np.bool_):
+        raise VolumeIOError(f"{p}: holds {volume.dtype} values, not numbers")
     if not (fmt.holds_metadata or fmt.reads_sidecar):
         side = read_sidecar(p)
         if side:

@@ -49,8 +49,14 @@ class ADMMParams(BaseModel):
     """Parameters of :class:`ADMM`."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    mu: float = Field(10.0, gt=0, description="Weight of the data term (the paper's mu).")
-    beta: float = Field(7.0, gt=0, description="Augmented-Lagrangian penalty (the paper's beta).")
+    # bounded above: the normalised grey scale spans 300 units, so weights beyond
+    # 1e6 only make the f-step's system singular in floating point
+    mu: float = Field(
+        10.0, gt=0, le=1e6, description="Weight of the data term (the paper's mu)."
+    )
+    beta: float = Field(
+        7.0, gt=0, le=1e6, description="Augmented-Lagrangian penalty (the paper's beta)."
+    )
     tol: float = Field(
         1e-3, ge=0, description="Stop when ||x_new - x|| / ||x_new|| <= tol (the paper's rule)."
     )
