@@ -170,7 +170,6 @@ def run_registration(
     result, fine = register_and_resample(moving, fixed, params)
     result.times_s["read"] = t1 - t0
     result.cpu_s["read"] = c1 - c0
-    write_transform(result.transform, tfm, overwrite=overwrite)
     report = {
         "command": "register",
         "moving": str(moving_path),
@@ -186,7 +185,10 @@ def run_registration(
         **result.to_json(),
     }
     report["times_s"]["total_before_writing"] = time.perf_counter() - t0
+    # the volume and its sidecar (which holds the transform too) are the unit; the
+    # .tfm copy for ITK tools comes last, so a killed run never leaves it alone
     write_volume(fine, out, overwrite=overwrite, sidecar=report)
+    write_transform(result.transform, tfm, overwrite=overwrite)
     return result
 
 
