@@ -644,6 +644,19 @@ def schema(
     typer.echo(f"wrote {path}")
 
 
+def _run_spec(ctx: typer.Context, spec: Any, out: Path, overwrite: bool, quiet: bool) -> Any:
+    """:func:`boneframe.pipeline.run_pipeline` with this invocation's options."""
+    from boneframe.pipeline import run_pipeline
+
+    return run_pipeline(
+        spec,
+        out,
+        overwrite=overwrite,
+        reporter=_reporter(quiet),
+        allow_remote_scheduler=_allow_remote(ctx),
+    )
+
+
 def _print_summary(metrics_: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -671,20 +684,12 @@ def run(
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Run a pipeline from a validated spec file."""
-    from boneframe.io.atomic import check_writable
-    from boneframe.pipeline import run_pipeline
     from boneframe.spec import load_spec
 
-    spec = load_spec(spec_file)
     out = out or Path(f"{spec_file.stem}-out")
-    check_writable(out, overwrite)
-    result = run_pipeline(
-        spec,
-        out,
-        overwrite=overwrite,
-        reporter=_reporter(quiet),
-        allow_remote_scheduler=_allow_remote(ctx),
-    )
+    _check_outputs(out, overwrite)
+    spec = load_spec(spec_file)
+    result = _run_spec(ctx, spec, out, overwrite, quiet)
     if not quiet:
         _print_summary(result.metrics)
 
@@ -708,11 +713,9 @@ def demo(
     are registered first.
     """
     from boneframe.demo import demo_spec
-    from boneframe.io.atomic import check_writable
-    from boneframe.pipeline import run_pipeline
     from boneframe.spec import validate_spec
 
-    check_writable(out, overwrite)
+    _check_outputs(out, overwrite)
     data = demo_spec(size, seed)
     if (moving is None) != (fixed is None):
         raise InputError("give both --moving (micro-CT) and --fixed (HR-pQCT), or neither")
@@ -722,13 +725,7 @@ def demo(
             "p": data["inputs"]["p"],
         }
     spec = validate_spec(data, "demo")
-    result = run_pipeline(
-        spec,
-        out,
-        overwrite=overwrite,
-        reporter=_reporter(quiet),
-        allow_remote_scheduler=_allow_remote(ctx),
-    )
+    result = _run_spec(ctx, spec, out, overwrite, quiet)
     _print_summary(result.metrics)
     typer.echo(f"report: {out / 'report.md'}")
 
