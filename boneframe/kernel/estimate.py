@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_INIT_SIGMA",
     "default_alpha",
     "default_solver",
+    "default_weight",
     "estimate_kernel",
     "gaussian_start",
     "pair_voxel_size",
@@ -286,34 +287,16 @@ def estimate_kernel(
         p,
         cache_boxes=cache_boxes,
     )
-    k = problem.support
     unit = not sim.scale_sensitive
+    if unit and solver == "exact":
+        raise InputError(
+            f"solver 'exact' needs a quadratic similarity; {similarity!r} is not "
+            "(use solver 'gradient-descent')"
+        )
     if alpha is None:
-        if sim.quadratic and problem.fit_offset:
-            alpha = problem.gcv_weight()
-        elif unit:
-            alpha = sim.default_alpha
-            if alpha is None:
-                alpha = unit_alpha(problem.n_valid)
-        else:
-            alpha = default_alpha(problem.boxes.f_var, problem.data.m2 / problem.n_valid)
+        alpha = default_weight(problem)
         problem.regularizer = make_regularizer(alpha)
-
-    if init is None:
-        h0 = gaussian_start(init_sigma, k)
-        if not unit and solver != "exact":  # the exact solver takes only the shape
-            h0 = h0 * problem.start_scale(h0)
-    else:
-        h0 = np.array(init, dtype=np.float64)
-        if h0.shape != k or not np.all(np.isfinite(h0)):
-            raise InputError(f"the starting kernel must be finite with shape {k}, got {h0.shape}")
-    if unit:
-        if solver == "exact":
-            raise InputError(
-                f"solver 'exact' needs a quadratic similarity; {similarity!r} is not "
-                "(use solver 'gradient-descent')"
-            )
-        h0 = problem.project(h0)
+    h0 = _start(problem, init, init_sigma, scale=not unit and solver != "exact")
 
     def record(iteration: int, h: Any, rec: dict[str, float]) -> bool | None:
         if unit:
@@ -342,6 +325,37 @@ def estimate_kernel(
         converged=result.converged,
         message=result.message,
     )
+
+
+def default_weight(problem: KernelProblem) -> float:
+    """The regularisation weight when none is given: GCV for a quadratic similarity,
+    the similarity's ``default_alpha`` or :func:`unit_alpha` for a scale-free one
+    (unit-sum kernels), else :func:`default_alpha`."""
+    sim = problem.similarity
+    if sim.quadratic and problem.fit_offset:
+        return problem.gcv_weight()
+    if not sim.scale_sensitive:
+        return sim.default_alpha if sim.default_alpha is not None else unit_alpha(problem.n_valid)
+    return default_alpha(problem.boxes.f_var, problem.data.m2 / problem.n_valid)
+
+
+def _start(
+    problem: KernelProblem, init: np.ndarray | None, sigma: float, *, scale: bool
+) -> np.ndarray:
+    """The first kernel: ``init``, or a Gaussian of ``sigma`` voxels scaled to the
+    contrast of ``g`` (``scale``), projected onto unit-sum kernels where the
+    similarity is scale-free."""
+    k = problem.support
+    if init is None:
+        h0 = gaussian_start(sigma, k)
+        if scale:
+            h0 = h0 * problem.start_scale(h0)
+    else:
+        h0 = np.array(init, dtype=np.float64)
+        if h0.shape != k or not np.all(np.isfinite(h0)):
+            raise InputError(f"the starting kernel must be finite with shape {k}, got {h0.shape}")
+    project = getattr(problem, "project", None)
+    return project(h0) if project is not None else h0
 
 
 def _solver(
