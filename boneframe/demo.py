@@ -74,7 +74,7 @@ def summary_rows(metrics: dict[str, Any]) -> tuple[list[list[str]], list[list[st
             ]
         )
     volumes = [
-        ["volume", "PSNR (dB)", "DICE", "BV/TV", "Conn.D (mm⁻³)", "Tb.Th (µm)", "Tb.Sp (µm)"]
+        ["volume", "PSNR (dB)", "DICE", "BV/TV", "Conn.D (1/mm³)", "Tb.Th (µm)", "Tb.Sp (µm)"]
     ]
     for name, m in metrics["volumes"].items():
         volumes.append(

@@ -12,7 +12,7 @@ CURVES = (
     ("psnr", "PSNR (dB)", None),
     ("dice", "DICE", None),
     ("bv_tv", "BV/TV", "bv_tv"),
-    ("conn_d", "Conn.D (mm⁻³)", "conn_d"),
+    ("conn_d", "Conn.D (1/mm³)", "conn_d"),
     ("tb_th", "Tb.Th (µm)", "tb_th"),
     ("tb_sp", "Tb.Sp (µm)", "tb_sp"),
     ("data", "data term", None),

@@ -327,7 +327,7 @@ def total_volume_mm3(shape: Sequence[int], voxel_size: float | Sequence[float] |
 
 
 def connectivity_density(bone: np.ndarray, voxel_size: float | Sequence[float] | None) -> float:
-    r"""Conn.D :math:`= \beta_1 / TV` in mm⁻³, with :math:`\beta_1 = \beta_0 + \beta_2 - \chi`."""
+    r"""Conn.D :math:`= \beta_1 / TV` in 1/mm³, with :math:`\beta_1 = \beta_0 + \beta_2 - \chi`."""
     mask = as_mask(bone, "bone mask")
     tv = total_volume_mm3(mask.shape, voxel_size)
     return (count_components(mask) + count_cavities(mask) - euler_number(mask)) / tv
@@ -336,7 +336,7 @@ def connectivity_density(bone: np.ndarray, voxel_size: float | Sequence[float] |
 def connectivity_density_bonej(
     bone: np.ndarray, voxel_size: float | Sequence[float] | None
 ) -> float:
-    r"""BoneJ's Conn.D :math:`= (1 - (\chi - \Delta\chi)) / TV` in mm⁻³.
+    r"""BoneJ's Conn.D :math:`= (1 - (\chi - \Delta\chi)) / TV` in 1/mm³.
 
     Assumes one bone component and no cavities (BoneJ asks to "Purify" first),
     and counts the volume's share of the specimen's connectivity
