@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,3 +38,18 @@ def dot_test(forward, adjoint, x: np.ndarray, y: np.ndarray, rtol: float = 1e-6)
     rhs = float(np.vdot(x, aty))
     scale = np.linalg.norm(ax) * np.linalg.norm(y) + np.linalg.norm(x) * np.linalg.norm(aty)
     assert abs(lhs - rhs) <= rtol * scale, (lhs, rhs)
+
+
+def lab_plugin_registry(monkeypatch: pytest.MonkeyPatch, module: str) -> Any:
+    """The installed plugins plus ``module`` (a test module with hooks) as the
+    plugin ``lab``, made the registry every lookup uses for the test."""
+    import importlib.metadata as md
+
+    import boneframe.registry
+
+    group = boneframe.registry.ENTRY_POINT_GROUP
+    lab = md.EntryPoint(name="lab", value=module, group=group)
+    registry = boneframe.registry.Registry([*md.entry_points(group=group), lab])
+    assert not registry.failures, registry.failures
+    monkeypatch.setattr(boneframe.registry, "get_registry", lambda: registry)
+    return registry

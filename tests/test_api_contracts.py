@@ -3,15 +3,14 @@ per quantity, solvers that say which problems they take."""
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import json
 from typing import ClassVar
 
 import numpy as np
 import pytest
+from conftest import lab_plugin_registry
 from pydantic import BaseModel, ConfigDict
 
-import boneframe.registry
 from boneframe.cli import main
 from boneframe.errors import InputError
 from boneframe.hookspecs import hookimpl
@@ -49,11 +48,8 @@ def boneframe_solvers() -> list[type]:
 
 @pytest.fixture
 def lab_registry(monkeypatch) -> Registry:
-    lab = md.EntryPoint(name="lab", value=__name__, group=boneframe.registry.ENTRY_POINT_GROUP)
-    registry = Registry([*md.entry_points(group=boneframe.registry.ENTRY_POINT_GROUP), lab])
-    assert not registry.failures
-    monkeypatch.setattr(boneframe.registry, "get_registry", lambda: registry)
-    return registry
+    """The installed entry points plus this module as the plugin ``lab``."""
+    return lab_plugin_registry(monkeypatch, __name__)
 
 
 def test_super_resolve_passes_a_solver_only_the_parameters_it_has(lab_registry) -> None:

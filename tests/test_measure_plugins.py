@@ -7,15 +7,14 @@ package.
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import threading
 from typing import ClassVar
 
 import dask.array as da
 import numpy as np
 import pytest
+from conftest import lab_plugin_registry
 
-import boneframe.registry
 from boneframe.errors import InputError
 from boneframe.hookspecs import hookimpl
 from boneframe.interfaces import Metric, MetricBlock, MetricContext, MetricInput
@@ -80,11 +79,7 @@ NAMES = ["bv_tv", "euler", "mean_bone_grey", "median_grey", "components_per_bone
 @pytest.fixture
 def lab_registry(monkeypatch) -> Registry:
     """The installed entry points plus this module as the plugin ``lab``."""
-    lab = md.EntryPoint(name="lab", value=__name__, group=boneframe.registry.ENTRY_POINT_GROUP)
-    registry = Registry([*md.entry_points(group=boneframe.registry.ENTRY_POINT_GROUP), lab])
-    assert not registry.failures
-    monkeypatch.setattr(boneframe.registry, "get_registry", lambda: registry)
-    return registry
+    return lab_plugin_registry(monkeypatch, __name__)
 
 
 @pytest.fixture
