@@ -287,26 +287,20 @@ def _resolution(p: int) -> int:
         raise InputError(f"--p: {exc.errors()[0]['msg']}") from None
 
 
-def _check_outputs(out: Path, overwrite: bool) -> None:
-    """Reserve an output for the whole command (another writer is refused), and
-    refuse an existing one (or a foreign file where its sidecar goes) before any
-    work is done."""
-    from boneframe.io import sidecar_path
+def _check_outputs(ctx: typer.Context, out: Path, overwrite: bool, volume: bool = True) -> None:
+    """Reserve an output for the whole command, before any work is done: an existing
+    one is refused (unless ``overwrite``), so is another writer of it, and for a
+    volume whatever blocks its sidecar (:mod:`boneframe.io.unit`)."""
     from boneframe.io.atomic import reserve
+    from boneframe.io.unit import reserve_volume
 
-    stack = _RESERVED[-1] if _RESERVED else contextlib.ExitStack()
-    existed = stack.enter_context(reserve(out, overwrite))
-    side = sidecar_path(out)
-    if not existed and side.exists() and not overwrite:
-        from boneframe.io.sidecar import FINGERPRINT, read_json
-
-        if FINGERPRINT not in read_json(side):
-            raise InputError(f"{side} exists (use --overwrite to replace it)")
+    ctx.with_resource(reserve_volume(out, overwrite) if volume else reserve(out, overwrite))
 
 
 # --------------------------------------------------------------------------- estimate-kernel
 @app.command("estimate-kernel")
 def estimate_kernel_cmd(
+    ctx: typer.Context,
     hr: Annotated[Path, typer.Argument(help="High-resolution (micro-CT) volume, registered.")],
     lr: Annotated[Path, typer.Argument(help="Low-resolution (HR-pQCT) volume.")],
     out: Annotated[
@@ -364,7 +358,7 @@ def estimate_kernel_cmd(
         init_sigma=init_sigma,
     )
     p = _resolution(p)
-    _check_outputs(out, overwrite)
+    _check_outputs(ctx, out, overwrite)
     f = read_volume(hr, parse_triple(voxel_size_hr, "--voxel-size-hr"))
     g = read_volume(lr, parse_triple(voxel_size_lr, "--voxel-size-lr"))
     if pair_voxel_size(f, g, p) is None:
@@ -399,6 +393,7 @@ def estimate_kernel_cmd(
 # --------------------------------------------------------------------------- super-resolve
 @app.command("super-resolve")
 def super_resolve_cmd(
+    ctx: typer.Context,
     lr: Annotated[Path, typer.Argument(help="Low-resolution (HR-pQCT) volume.")],
     kernel: Annotated[Path, typer.Option(help="Kernel file (from estimate-kernel).")],
     out: Annotated[Path, typer.Option("--out", help="Super-resolved volume; sidecar <stem>.json.")],
@@ -451,7 +446,7 @@ def super_resolve_cmd(
         offset=offset,
     )
     p = None if p is None else _resolution(p)
-    _check_outputs(out, overwrite)
+    _check_outputs(ctx, out, overwrite)
     g = read_volume(lr, parse_triple(voxel_size, "--voxel-size"), require_voxel_size=True)
     k = Kernel.load(kernel, offset=stage.offset)
     ref = None if reference is None else read_volume(reference)
@@ -545,6 +540,7 @@ def metrics(
 
 @app.command()
 def thickness(
+    ctx: typer.Context,
     volume: Annotated[Path, typer.Argument(help="Volume (binary, or grey: Otsu).")],
     out: Annotated[Path, typer.Option("--out", help="Thickness map (µm, NaN outside).")],
     phase: Annotated[str, typer.Option(help="bone (Tb.Th) or marrow (Tb.Sp).")] = "bone",
@@ -566,7 +562,7 @@ def thickness(
 
     opts: Any = validated(stage_model("metrics"), threshold=threshold)
     threshold = opts.threshold
-    _check_outputs(out, overwrite)
+    _check_outputs(ctx, out, overwrite)
     vs = parse_triple(voxel_size, "--voxel-size")
     vol = read_volume(volume, vs, require_voxel_size=True)
     t = threshold if threshold is not None else measure(vol, names=["bv_tv"])["threshold"]
@@ -687,7 +683,7 @@ def run(
     from boneframe.spec import load_spec
 
     out = out or Path(f"{spec_file.stem}-out")
-    _check_outputs(out, overwrite)
+    _check_outputs(ctx, out, overwrite, volume=False)
     spec = load_spec(spec_file)
     result = _run_spec(ctx, spec, out, overwrite, quiet)
     if not quiet:
@@ -715,7 +711,7 @@ def demo(
     from boneframe.demo import demo_spec
     from boneframe.spec import validate_spec
 
-    _check_outputs(out, overwrite)
+    _check_outputs(ctx, out, overwrite, volume=False)
     data = demo_spec(size, seed)
     if (moving is None) != (fixed is None):
         raise InputError("give both --moving (micro-CT) and --fixed (HR-pQCT), or neither")
@@ -731,8 +727,6 @@ def demo(
 
 
 # --------------------------------------------------------------------------- entry point
-#: The outputs reserved by the running command (released when it ends).
-_RESERVED: list[contextlib.ExitStack] = []
 
 #: ``errno`` values of an ``OSError`` the user can act on (a path, a permission,
 #: the disk): one ``error:`` line and exit 2, not a defect.
@@ -796,7 +790,6 @@ def main(argv: list[str] | None = None) -> int:
         args.remove("--debug")
     code = 0
     stack = contextlib.ExitStack()
-    _RESERVED.append(stack)
     stack.enter_context(warnings.catch_warnings())
     warnings.showwarning = _show_warning
     try:
@@ -827,7 +820,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             code = 1
     finally:
-        _RESERVED.remove(stack)
         stack.close()
     return _exit(code, argv)
 

@@ -137,3 +137,28 @@ def test_one_rule_for_lazy() -> None:
     for data, lazy in ((x, False), (da.from_array(x), True), (z, False)):
         assert Volume(data).is_lazy is lazy and is_lazy(Volume(data)) is lazy
         assert is_lazy(data) is lazy
+
+
+def test_a_kernel_of_another_grid_is_refused(tmp_path, capsys) -> None:
+    """A kernel estimated at 41 µm was used on a 60 µm scan (or with another p), silently."""
+    from boneframe.kernel import Kernel
+    from boneframe.volume import Volume
+
+    g = Volume(np.random.default_rng(0).random((6, 6, 6)), voxel_size=(82.0,) * 3)
+    k = Kernel(np.full((3, 3, 3), 1 / 27), offset=0.0, voxel_size=(41.0,) * 3)
+    assert super_resolve(g, k, max_iter=1).volume.voxel_size == (41.0,) * 3
+    with pytest.raises(InputError, match="60 µm"):
+        super_resolve(Volume(g.data, voxel_size=(120.0,) * 3), k, max_iter=1)
+    with pytest.raises(InputError, match="differs from the kernel's"):
+        super_resolve(g, k, p=3, max_iter=1)
+    bare = Kernel(k.array, offset=0.0)  # no voxel size: p is the user's to say
+    assert super_resolve(g.data, bare, p=3, max_iter=1).volume.shape == (18,) * 3
+    write_volume(Volume(g.data, voxel_size=(120.0,) * 3), tmp_path / "lr.npy")
+    k.save(tmp_path / "k.npy")
+    argv = ["super-resolve", str(tmp_path / "lr.npy"), "--kernel", str(tmp_path / "k.npy"),
+            "--out", str(tmp_path / "sr.npy"), "--quiet"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "60 µm" in err[0], err
+    assert not (tmp_path / "sr.npy").exists()

@@ -47,6 +47,11 @@ def _pair_complete(path: Path) -> bool:
     return vol.voxel_size is not None and sidecar_matches(path)
 
 
+def _info_reads(path: Path) -> bool:
+    """``boneframe info`` reads a volume output (in a fresh child: nothing cached)."""
+    return not path.name.endswith((".npy", ".zarr")) or run_forked(["info", str(path)]) == 0
+
+
 def _dir_complete(path: Path, names: tuple[str, ...]) -> bool:
     return all((path / n).exists() for n in names) and all(
         read_volume(path / n).shape for n in names if n.endswith((".npy", ".zarr"))
@@ -104,8 +109,57 @@ def test_killed_at_every_write_boundary(name, inputs, tmp_path) -> None:
         target = folder / output
         if target.exists():
             assert complete(target), f"{name} killed at {n} ({label}): {output} is incomplete"
+            assert _info_reads(target), (name, n, label)
         # the next run cleans what the killed one left, and succeeds
         code = run_forked([*argv(folder), "--overwrite"] if target.exists() else argv(folder))
         assert code == 0, f"{name} after a kill at {n} ({label}) exited {code}"
         assert complete(target), (name, n, label)
         assert hidden_leftovers(folder) == [], (name, n, label, hidden_leftovers(folder))
+
+
+OVERWRITES = {
+    "estimate-kernel": (["estimate-kernel", "{i}/hr.npy", "{i}/lr.npy", "--out", "{o}/k.npy",
+                         "--quiet", "--support"], ("3", "5"), "k.npy"),
+    "thickness": (["thickness", "{i}/hr.npy", "--out", "{o}/t.npy", "--phase"],
+                  ("marrow", "bone"), "t.npy"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(OVERWRITES))
+def test_an_overwrite_killed_leaves_the_old_or_the_new(name, inputs, tmp_path) -> None:
+    """``--overwrite`` over an existing pair, killed at each boundary: the old pair or
+    the new one, each whole (its volume with its own metadata), never a mix."""
+    template, (old_arg, new_arg), output = OVERWRITES[name]
+
+    def argv(folder: Path, arg: str) -> list[str]:
+        return [a.format(i=inputs, o=folder) for a in template] + [arg]
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    assert run_forked(argv(ref, old_arg)) == 0
+    old_side = json.loads((ref / output).with_suffix(".json").read_text())
+    old = np.load(ref / output)
+    points = kill_points([*argv(ref, new_arg), "--overwrite"], tmp_path / "log")
+    new_side = json.loads((ref / output).with_suffix(".json").read_text())
+    new = np.load(ref / output)
+    assert old.shape != new.shape or not np.array_equal(old, new, equal_nan=True)
+    for n, label in enumerate(points, start=1):
+        folder = tmp_path / f"kill{n}"
+        folder.mkdir()
+        assert run_forked(argv(folder, old_arg)) == 0
+        assert run_forked([*argv(folder, new_arg), "--overwrite"], kill_at=n) == KILLED
+        target = folder / output
+        got = np.load(target)
+        side = read_volume(target).metadata
+        is_old = got.shape == old.shape and np.array_equal(got, old, equal_nan=True)
+        is_new = got.shape == new.shape and np.array_equal(got, new, equal_nan=True)
+        assert is_old or is_new, (name, n, label)
+        expected = old_side if is_old else new_side
+        assert read_volume(target).voxel_size == tuple(expected["voxel_size_um"]), (n, label)
+        for key in ("command", "support", "phase", "offset"):
+            if key in expected:
+                assert side.get(key) == expected[key], (name, n, label, key)
+        assert _info_reads(target), (name, n, label)
+        assert run_forked([*argv(folder, new_arg), "--overwrite"]) == 0, (name, n, label)
+        assert np.array_equal(np.load(target), new, equal_nan=True)
+        assert sidecar_matches(target) and hidden_leftovers(folder) == [], (name, n, label)

@@ -72,9 +72,13 @@ def test_otsu_of_a_binary_mask_and_a_constant() -> None:
     t = otsu_threshold(mask)
     assert 0.0 < t < 1.0
     np.testing.assert_array_equal(mask > t, mask == 1.0)
-    constant = np.full((3, 3, 3), 7.0)
-    assert otsu_threshold(constant) == 7.0  # nothing above it, as scikit-image
-    assert not (constant > otsu_threshold(constant)).any()
+    constant = np.full((3, 3, 3), 7.0)  # undefined for Otsu: nonzero is bone, as in a mask
+    assert otsu_threshold(constant) == 0.0
+    assert (constant > otsu_threshold(constant)).all()
+    for value in (0.0, -3.0):
+        constant = np.full((3, 3, 3), value)
+        assert otsu_threshold(constant) == value
+        assert not (constant > otsu_threshold(constant)).any()
 
 
 def test_nan_is_refused() -> None:

@@ -19,6 +19,7 @@ from boneframe.io import read_volume, write_volume
 from boneframe.io.atomic import clean_leftovers, reserve
 from boneframe.kernel import Kernel
 from boneframe.phantom import simulate_pair
+from boneframe.volume import Volume
 
 
 @pytest.fixture(scope="module")
@@ -267,9 +268,10 @@ def test_a_clash_is_named_where_it_blocks_a_run(tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_bonej_stack_filling_cube(capsys) -> None:
+def test_bonej_stack_filling_cube(tmp_path, capsys) -> None:
     """A full 3³ volume: DA has no phase change and is null with its reason; χ = 1 and
-    BoneJ's Conn.D = 1/27 (per mm³ at 1 mm voxels) are still reported."""
+    BoneJ's Conn.D = 1/27 (per mm³ at 1 mm voxels) are still reported — also with no
+    threshold given (Otsu's of a constant was its value: nothing was bone)."""
     from boneframe.metrics import measure
 
     m = measure(np.ones((3, 3, 3)), voxel_size=1000.0, threshold=0.5)
@@ -277,6 +279,13 @@ def test_bonej_stack_filling_cube(capsys) -> None:
     assert m["conn_d_bonej"] == pytest.approx(1 / 27)
     assert m["bv_tv"] == 1.0
     assert m["da"] is None and "da" in m["skipped"]
+    cube = tmp_path / "cube.npy"
+    write_volume(Volume(np.ones((3, 3, 3), np.uint8), voxel_size=(1000.0,) * 3), cube)
+    capsys.readouterr()
+    assert main(["metrics", str(cube), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["bv_tv"] == 1.0 and m["euler"] == 1.0
+    assert m["conn_d_bonej"] == pytest.approx(1 / 27)
 
 
 def test_an_internal_error_exits_1_and_asks_for_a_report(monkeypatch, capsys) -> None:

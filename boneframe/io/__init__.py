@@ -121,7 +121,9 @@ def read_volume(
         if side:
             from dataclasses import replace
 
-            extra = {k: v for k, v in side.items() if k not in GEOMETRY_KEYS}
+            from boneframe.io.sidecar import PROTOCOL_KEYS
+
+            extra = {k: v for k, v in side.items() if k not in GEOMETRY_KEYS + PROTOCOL_KEYS}
             volume = replace(volume, metadata={**extra, **volume.metadata})
     if voxel_size is not None:
         volume = as_volume(volume, as_triple(voxel_size, "voxel size"))
@@ -174,15 +176,17 @@ def write_volume(
     The sidecar records the volume's fingerprint and is committed before the
     volume (:mod:`boneframe.io.atomic`): a volume never appears without its
     metadata, a sidecar whose volume is absent is a killed writer's leftover
-    (removed here), and one that does not match its volume is not used. While an
+    (removed here), and one that does not match its volume is not used; the sidecar
+    of another volume sharing the stem is never replaced
+    (:mod:`boneframe.io.unit`). While an
     existing pair is replaced, the new sidecar also remembers the old one, so a
     writer killed between the two commits leaves the old pair readable.
     """
     from dataclasses import replace
 
-    from boneframe.io.atomic import reserve
     from boneframe.io.faults import checkpoint
-    from boneframe.io.sidecar import FINGERPRINT, fingerprint
+    from boneframe.io.sidecar import FINGERPRINT, VOLUME_FILE, fingerprint
+    from boneframe.io.unit import reserve_volume
 
     vol = as_volume(volume)
     p = Path(path)
@@ -197,21 +201,21 @@ def write_volume(
     if side is not None and fmt.holds_metadata:
         vol = replace(vol, metadata={**vol.metadata, **side})
         side = None
-    side_file = sidecar_path(p)
     try:
-        with reserve(p, overwrite) as existed:
-            previous = _sidecar_to_replace(p, side_file, existed, overwrite) if side else None
+        with reserve_volume(p, overwrite) as held:
             with atomic_path(p, overwrite=overwrite) as tmp:
                 fmt.write(vol, tmp)
-                if side is not None:
+                if side is not None and held.sidecar is not None:
+                    side[VOLUME_FILE] = p.name
                     side[FINGERPRINT] = fingerprint(tmp)
-                    if previous is not None:
+                    previous = held.replaced_sidecar
+                    if previous is not None and FINGERPRINT in previous:
                         side["previous"] = {k: v for k, v in previous.items() if k != "previous"}
                     checkpoint(f"writing the sidecar of {p.name}")
-                    write_json(side_file, side, overwrite=True)
-        if side is not None and "previous" in side:  # the pair is committed: forget the old one
-            side.pop("previous")
-            write_json(side_file, side, overwrite=True)
+                    write_json(held.sidecar, side, overwrite=True)
+            if side is not None and held.sidecar is not None and "previous" in side:
+                side.pop("previous")  # the pair is committed: forget the old one
+                write_json(held.sidecar, side, overwrite=True)
     except BoneframeError:
         raise
     except OSError as exc:
@@ -232,29 +236,3 @@ def _why(path: Path) -> str:
     except OSError:
         return ""
     return ": No space left on device" if free < 2**20 else ""
-
-
-def _sidecar_to_replace(
-    volume: Path, side_file: Path, existed: bool, overwrite: bool
-) -> dict[str, Any] | None:
-    """Before writing ``volume``'s sidecar: remove a killed writer's leftover,
-    refuse a foreign file, and return the sidecar being replaced (if any)."""
-    from boneframe.io.sidecar import FINGERPRINT
-
-    if not side_file.exists():
-        return None
-    try:
-        old = read_json(side_file)
-    except VolumeIOError:
-        old = {}
-    if existed:
-        return old if overwrite else None
-    if FINGERPRINT in old:  # a sidecar without its volume: a killed writer's
-        side_file.unlink()
-        return None
-    if overwrite:
-        return None
-    raise VolumeIOError(
-        f"{side_file} exists and is not the sidecar of a volume boneframe wrote: "
-        "move it away or use --overwrite"
-    )

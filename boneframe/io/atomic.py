@@ -2,11 +2,14 @@
 
 The protocol, for every file or folder boneframe writes:
 
-* **Reserve the name** for the whole command (:func:`reserve`): a lock file
-  ``.NAME.lock`` created exclusively, holding the writer's process id and host.
-  A second writer to the same name is refused while the first is alive; a lock
-  whose process is gone (killed) is stale, and the next writer removes it with
-  that writer's temporary leftovers.
+* **Reserve the name** for the whole command (:func:`reserve`): an exclusive
+  ``flock`` on a lock file ``.NAME.lock`` (which also records the writer's
+  process id and host, for the message). A second writer to the same name, in
+  this process or another, on this machine or another one sharing the disk, is
+  refused while the first holds it; the kernel drops the lock of a killed
+  writer, so the next writer simply takes it and removes that writer's
+  temporary leftovers. (Where ``flock`` is missing, the lock file is created
+  exclusively and a lock whose process is gone is stale.)
 * **Write beside it** into ``.tmp-PID-XXXXXXXX-NAME`` (:func:`atomic_path`; the
   name ends as the target's, for writers that read the extension), and
   **commit** with one rename at the end. The rename never replaces a name that
@@ -30,19 +33,35 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from boneframe.errors import VolumeIOError
 from boneframe.io.faults import checkpoint
 
-__all__ = ["atomic_path", "check_writable", "remove_path", "rename_noreplace", "reserve"]
+__all__ = [
+    "atomic_path",
+    "check_writable",
+    "mark_absent",
+    "remove_path",
+    "rename_noreplace",
+    "reserve",
+]
 
-#: Names held: (process id, absolute path) -> (depth, existed when reserved). The
-#: process id keeps a forked child from inheriting its parent's reservations.
-_HELD: dict[tuple[int, str], tuple[int, bool]] = {}
+#: Names held: (process id, thread id, absolute path) -> [depth, existed]. "existed":
+#: the name may be replaced by this holder's commit (it was there when reserved, or
+#: the holder committed it since). The process id keeps a forked child from
+#: inheriting its parent's reservations, the thread id one thread from writing
+#: through another's.
+_HELD: dict[tuple[int, int, str], list] = {}
 #: Leftovers of the first release (``.XXXXXXXX.tmp-NAME``, no process id) older
 #: than this many seconds are removed too.
 LEGACY_LEFTOVER_AGE = 3600.0
@@ -118,32 +137,18 @@ def clean_leftovers(target: Path) -> list[Path]:
     return removed
 
 
-@contextlib.contextmanager
-def reserve(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[bool]:
-    """Hold ``path`` for this process for the ``with`` block; yields whether it existed.
+def _key(target: Path) -> tuple[int, int, str]:
+    return os.getpid(), threading.get_ident(), os.path.abspath(target)
 
-    Re-entrant within one process (a command reserves its output at the start,
-    the writer that commits it at the end reserves it again).
 
-    Raises
-    ------
-    VolumeIOError
-        ``path`` exists and not ``overwrite``; its folder is missing; another
-        live process is writing it.
-    """
-    target = Path(path)
-    key = (os.getpid(), os.path.abspath(target))
-    if key in _HELD:
-        depth, existed = _HELD[key]
-        _HELD[key] = (depth + 1, existed)
-        try:
-            yield existed
-        finally:
-            depth, existed = _HELD[key]
-            _HELD[key] = (depth - 1, existed)
-        return
-    check_writable(target, overwrite)
-    lock = _lock_path(target)
+def _busy(target: Path, lock: Path) -> VolumeIOError:
+    owner = _owner(lock)
+    who = "another writer" if owner is None else f"process {owner[0]} on {owner[1]}"
+    return VolumeIOError(f"{target} is being written by {who}; wait for it to finish")
+
+
+def _lock_exclusive_file(target: Path, lock: Path) -> Callable[[], None]:
+    """The lock where ``flock`` is missing: the lock file created exclusively."""
     for attempt in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -153,22 +158,97 @@ def reserve(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[b
             if attempt == 0 and owner is not None and not _alive(*owner):
                 lock.unlink(missing_ok=True)  # its writer was killed: stale
                 continue
-            who = "another process" if owner is None else f"process {owner[0]} on {owner[1]}"
             raise VolumeIOError(
-                f"{target} is being written by {who}; wait for it to finish "
-                f"(or remove {lock} if that process is gone)"
+                f"{_busy(target, lock)} (or remove {lock} if that process is gone)"
             ) from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+    return lambda: lock.unlink(missing_ok=True)
+
+
+def _lock(target: Path) -> Callable[[], None]:
+    """Take the lock of ``target``; returns its release."""
+    lock = _lock_path(target)
+    if fcntl is None:  # pragma: no cover - Windows
+        return _lock_exclusive_file(target, lock)
+    for _ in range(16):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _busy(target, lock) from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL):
+                return _lock_exclusive_file(target, lock)  # a file system without flock
+            raise
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if not current:  # its holder released (removed) it as we opened it: take the new one
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+
+        def release(fd: int = fd) -> None:
+            with contextlib.suppress(OSError):
+                lock.unlink()  # removed while still held: nobody locks a removed file
+            os.close(fd)
+
+        return release
+    raise _busy(target, lock)
+
+
+@contextlib.contextmanager
+def reserve(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[bool]:
+    """Hold ``path`` for this thread for the ``with`` block; yields whether it existed.
+
+    Re-entrant within one thread (a command reserves its output at the start,
+    the writer that commits it at the end reserves it again).
+
+    Raises
+    ------
+    VolumeIOError
+        ``path`` exists and not ``overwrite``; its folder is missing; another
+        writer (process or thread) holds it.
+    """
+    target = Path(path)
+    key = _key(target)
+    if key in _HELD:
+        _HELD[key][0] += 1
+        try:
+            yield _HELD[key][1]
+        finally:
+            _HELD[key][0] -= 1
+        return
+    check_writable(target, overwrite)
+    release = _lock(target)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} {socket.gethostname()}\n")
         clean_leftovers(target)
         check_writable(target, overwrite)  # again: it may have appeared while we waited
         existed = target.exists() or target.is_symlink()
-        _HELD[key] = (1, existed)
+        _HELD[key] = [1, existed]
         yield existed
     finally:
         _HELD.pop(key, None)
-        lock.unlink(missing_ok=True)
+        release()
+
+
+def mark_absent(path: str | os.PathLike[str]) -> None:
+    """The holder of ``path`` removed what was there: a later commit must not replace
+    what someone else puts there meanwhile."""
+    held = _HELD.get(_key(Path(path)))
+    if held is not None:
+        held[1] = False
+
+
+def _mark_committed(target: Path) -> None:
+    held = _HELD.get(_key(target))
+    if held is not None:
+        held[1] = True  # the name now holds this holder's output
 
 
 def _renameat2() -> object | None:
@@ -188,7 +268,8 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     """Rename ``src`` to ``dst`` unless ``dst`` exists (then ``FileExistsError``).
 
     Atomic on Linux (``renameat2`` with ``RENAME_NOREPLACE``); elsewhere a hard
-    link for files and a checked rename for folders.
+    link for files, and a checked rename for folders and where the file system
+    has no hard links.
     """
     if _RENAMEAT2 is not None:
         rc = _RENAMEAT2(  # type: ignore[operator]
@@ -206,7 +287,18 @@ def rename_noreplace(src: Path, dst: Path) -> None:
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
         os.rename(src, dst)
         return
-    os.link(src, dst)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as exc:  # no hard links here (some network and FAT file systems)
+        no_links = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)
+        if exc.errno not in no_links:
+            raise
+        if dst.exists() or dst.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from None
+        os.rename(src, dst)  # checked, not atomic: the best such a file system allows
+        return
     os.unlink(src)
 
 
@@ -264,6 +356,7 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
                 raise VolumeIOError(f"writing {target} produced no output")
             checkpoint(f"committing {target.name}")
             _commit(tmp, target, replace=existed and overwrite)
+            _mark_committed(target)
         except BaseException:
             remove_path(tmp)
             raise

@@ -10,7 +10,7 @@ import numpy as np
 from boneframe.errors import VolumeIOError
 from boneframe.interfaces import VolumeFormat
 from boneframe.io.geometry import GEOMETRY_KEYS, geometry_from_json, geometry_to_json
-from boneframe.io.sidecar import FINGERPRINT, read_sidecar
+from boneframe.io.sidecar import PROTOCOL_KEYS, read_sidecar
 from boneframe.volume import Volume
 
 
@@ -28,7 +28,7 @@ class NpyFormat(VolumeFormat):
         data = np.load(path, mmap_mode="r", allow_pickle=False)
         meta = read_sidecar(path) or {}
         geometry = geometry_from_json(meta)
-        extra = {k: v for k, v in meta.items() if k not in GEOMETRY_KEYS and k != FINGERPRINT}
+        extra = {k: v for k, v in meta.items() if k not in GEOMETRY_KEYS + PROTOCOL_KEYS}
         return Volume(np.asarray(data), metadata=extra, **geometry)
 
     def write(self, volume: Volume, path: Path) -> None:

@@ -73,16 +73,46 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 #: The sidecar key holding the fingerprint of the volume it describes.
 FINGERPRINT = "volume_fingerprint"
+#: The sidecar key naming the volume file it describes (``k.npy`` and ``k.tif``
+#: would share ``k.json``).
+VOLUME_FILE = "volume_file"
+#: Keys of the sidecar protocol, not metadata of the volume.
+PROTOCOL_KEYS = (FINGERPRINT, VOLUME_FILE, "previous")
+#: Files larger than this are fingerprinted from samples (:func:`fingerprint`).
+SAMPLED_ABOVE = 64 * 2**20
+_BLOCK = 2**20
+_SAMPLES = 64
 
 
-def fingerprint(path: str | Path) -> str:
-    """BLAKE2b digest of a file's bytes (``blake2b:<hex>``): what ties a sidecar to
-    the very volume it describes."""
+def fingerprint(path: str | Path, sampled: bool | None = None) -> str:
+    """A BLAKE2b digest tying a sidecar to the very volume it describes.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    sampled : bool, optional
+        Digest the file's size and 64 evenly spaced 1 MiB blocks
+        (``blake2b-sampled:<hex>``) instead of every byte (``blake2b:<hex>``).
+        Default: for files over 64 MiB, whose full digest would cost more than
+        reading them. A volume replaced by another one differs in its size or its
+        samples; a sidecar is a label, not a checksum against tampering.
+    """
+    size = os.path.getsize(path)
+    if sampled is None:
+        sampled = size > SAMPLED_ABOVE
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return f"blake2b:{digest.hexdigest()}"
+        if not sampled:
+            for block in iter(lambda: fh.read(_BLOCK), b""):
+                digest.update(block)
+            return f"blake2b:{digest.hexdigest()}"
+        digest.update(size.to_bytes(8, "little"))
+        last = max(size - _BLOCK, 0)
+        for i in range(_SAMPLES):
+            fh.seek(last * i // (_SAMPLES - 1))
+            digest.update(fh.read(_BLOCK))
+    return f"blake2b-sampled:{digest.hexdigest()}"
 
 
 def sidecar_belongs(volume: str | Path, side: dict[str, Any]) -> bool:
@@ -90,8 +120,32 @@ def sidecar_belongs(volume: str | Path, side: dict[str, Any]) -> bool:
 
     A sidecar written before fingerprints existed (no key) is taken on trust.
     """
+    named = side.get(VOLUME_FILE)
+    if named is not None and named != Path(volume).name:
+        return False
     recorded = side.get(FINGERPRINT)
-    return recorded is None or (Path(volume).is_file() and recorded == fingerprint(volume))
+    if recorded is None:
+        return True
+    if not Path(volume).is_file():
+        return False
+    sampled = str(recorded).startswith("blake2b-sampled:")
+    return bool(recorded == fingerprint(volume, sampled=sampled))
+
+
+def sidecar_owner(side_file: Path, side: dict[str, Any]) -> Path | None:
+    """The existing volume file the sidecar ``side`` (at ``side_file``) describes."""
+    named = side.get(VOLUME_FILE)
+    if isinstance(named, str):
+        path = side_file.with_name(named)
+        return path if path.exists() else None
+    if FINGERPRINT not in side:
+        return None
+    stem = side_file.name[: -len(".json")]
+    for ext in _EXTENSIONS:  # a sidecar written before it named its volume
+        path = side_file.with_name(stem + ext)
+        if path.is_file() and sidecar_belongs(path, side):
+            return path
+    return None
 
 
 def read_sidecar(volume: str | Path) -> dict[str, Any] | None:

@@ -103,16 +103,18 @@ def otsu_from_histogram(counts: np.ndarray, range: tuple[float, float]) -> float
     The threshold is the centre :math:`t_k` of the bin :math:`k` that maximises
     the between-class variance :math:`w_0(k) w_1(k) (\mu_0(k) - \mu_1(k))^2`
     when the lower class is bins :math:`0..k` [1]_ (computed by
-    ``skimage.filters.threshold_otsu(hist=...)``). A histogram with a single
-    non-empty bin (a constant volume) gives ``range[0]``, so that nothing is
-    above the threshold, as scikit-image does for a constant image.
+    ``skimage.filters.threshold_otsu(hist=...)``). Otsu's threshold of a
+    constant volume (a single non-empty bin) is undefined: there, as in a binary
+    mask, a nonzero value is bone, so the threshold is 0 for a positive
+    constant (all bone: BoneJ's stack-filling cube) and the constant itself
+    otherwise (nothing is above it, as scikit-image's threshold of a constant).
     """
     counts = np.asarray(counts)
     if counts.ndim != 1 or counts.size < 1:
         raise InputError(f"histogram counts must be a non-empty 1-D array, got {counts.shape}")
     lo, hi = float(range[0]), float(range[1])
     if hi <= lo or np.count_nonzero(counts) <= 1:
-        return lo
+        return 0.0 if lo > 0 else lo
     from skimage.filters import threshold_otsu
 
     return float(threshold_otsu(hist=(counts, bin_centers(counts.size, (lo, hi)))))

@@ -7,6 +7,7 @@ that ``g = U(h * (f + c))`` holds on the pair.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -155,14 +156,36 @@ def run_registration(
         ``params.min_overlap`` of the HR-pQCT maps inside the micro-CT; nothing
         is written then.
     """
-    from boneframe.io import read_volume, sidecar_path, write_volume
-    from boneframe.io.atomic import check_writable
+    from boneframe.io import sidecar_path
+    from boneframe.io.atomic import reserve
+    from boneframe.io.unit import reserve_volume
 
     params = params or RegistrationParams()
     out = Path(out_path)
     tfm = sidecar_path(out).with_suffix(".tfm")
-    for target in (out, sidecar_path(out), tfm):
-        check_writable(target, overwrite)
+    with contextlib.ExitStack() as held:  # both outputs are ours for the whole run
+        held.enter_context(reserve_volume(out, overwrite))
+        held.enter_context(reserve(tfm, overwrite))
+        return _register_files(
+            moving_path, fixed_path, out, tfm, params, overwrite,
+            moving_voxel_size, fixed_voxel_size,
+        )  # fmt: skip
+
+
+def _register_files(
+    moving_path: str | os.PathLike[str],
+    fixed_path: str | os.PathLike[str],
+    out: Path,
+    tfm: Path,
+    params: RegistrationParams,
+    overwrite: bool,
+    moving_voxel_size: float | tuple[float, float, float] | None,
+    fixed_voxel_size: float | tuple[float, float, float] | None,
+) -> RegistrationResult:
+    """:func:`run_registration` once its outputs are reserved."""
+    from boneframe.io import read_volume, write_volume
+    from boneframe.io.atomic import mark_absent, remove_path
+
     t0, c0 = time.perf_counter(), time.process_time()
     moving = read_volume(moving_path, moving_voxel_size)
     fixed = read_volume(fixed_path, fixed_voxel_size)
@@ -187,6 +210,9 @@ def run_registration(
     report["times_s"]["total_before_writing"] = time.perf_counter() - t0
     # the volume and its sidecar (which holds the transform too) are the unit; the
     # .tfm copy for ITK tools comes last, so a killed run never leaves it alone
+    if tfm.exists():  # the old .tfm must not outlive its volume if we are killed
+        remove_path(tfm)
+        mark_absent(tfm)
     write_volume(fine, out, overwrite=overwrite, sidecar=report)
     write_transform(result.transform, tfm, overwrite=overwrite)
     return result

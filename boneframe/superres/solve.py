@@ -89,11 +89,35 @@ def as_kernel(kernel: Any, offset: float | None, p: Factor | None) -> Kernel:
             changes["offset"] = offset
         if p is not None:
             changes["p"] = as_factor(p)
+            if kernel.voxel_size is not None and changes["p"] != kernel.p:
+                raise InputError(
+                    f"p={changes['p']} differs from the kernel's p={kernel.p}: it was "
+                    f"estimated on a {kernel.voxel_size} µm grid, for that factor"
+                )
         if not changes:
             return kernel
         return replace(kernel, **changes)
     h = check_kernel(np.asarray(kernel, dtype=np.float64))
     return Kernel(h, offset=0.0 if offset is None else offset, p=as_factor(2 if p is None else p))
+
+
+#: Relative difference of voxel sizes taken as the same grid.
+GRID_TOLERANCE = 0.01
+
+
+def _check_grid(k: Kernel, lr: Any) -> None:
+    """Refuse a kernel estimated on another grid than the fine grid of ``lr``."""
+    lr_vs = lr.voxel_size if isinstance(lr, Volume) else None
+    if k.voxel_size is None or lr_vs is None:
+        return
+    fine = tuple(v / q for v, q in zip(lr_vs, k.p, strict=True))
+    if any(abs(a - b) > GRID_TOLERANCE * b for a, b in zip(k.voxel_size, fine, strict=True)):
+        show = ", ".join(f"{v:g}" for v in fine)
+        raise InputError(
+            f"the kernel was estimated on a {', '.join(f'{v:g}' for v in k.voxel_size)} µm "
+            f"grid, but the fine grid of this volume (its voxel size / p={k.p}) is "
+            f"{show} µm: estimate a kernel for this scanner setting"
+        )
 
 
 def _solver(name: str, settings: Mapping[str, Any]) -> Solver:
@@ -238,6 +262,7 @@ def super_resolve(
     (16, 16, 16)
     """
     k = as_kernel(kernel, offset, p)
+    _check_grid(k, lr)
     h, p3, c = k.array, k.p, k.offset
     gain = float(np.sum(h))
     if abs(gain) < 1e-12 * (float(np.sum(np.abs(h))) or 1.0):
