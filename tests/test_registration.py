@@ -378,3 +378,26 @@ def test_cli_register(small_pair, tmp_path, capsys):
     code = main(["register", str(tmp_path / "uct.npy"), str(tmp_path / "hr.npy"),
                  "--out", str(tmp_path / "g.npy"), "--interp", "cubic"])  # fmt: skip
     assert code == 2 and "interp" in capsys.readouterr().err
+
+
+def test_cli_register_reserves_its_outputs(small_pair, tmp_path, capsys):
+    """The .tfm was checked but not reserved, and an old one outlived its volume."""
+    from boneframe.cli import main
+
+    write_volume(small_pair.moving, tmp_path / "uct.npy")
+    write_volume(small_pair.fixed, tmp_path / "hr.npy")
+    argv = ["register", str(tmp_path / "uct.npy"), str(tmp_path / "hr.npy"),
+            "--out", str(tmp_path / "f.npy")]  # fmt: skip
+    (tmp_path / "f.tfm").write_text("mine")
+    assert main(argv) == 2 and "f.tfm already exists" in capsys.readouterr().err
+    assert (tmp_path / "f.tfm").read_text() == "mine" and not (tmp_path / "f.npy").exists()
+    (tmp_path / "f.tfm").unlink()
+    assert main(argv) == 0
+    first = (tmp_path / "f.tfm").read_text()
+    assert main(argv) == 2 and "f.npy already exists" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--seed", "1"]) == 0
+    assert (tmp_path / "f.tfm").read_text().startswith("#Insight Transform File")
+    assert first.startswith("#Insight Transform File")
+    side = read_volume(tmp_path / "f.npy").metadata
+    assert side["transform_file"] == "f.tfm"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
