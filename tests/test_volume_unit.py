@@ -177,7 +177,7 @@ def test_rename_noreplace_without_hard_links(tmp_path, monkeypatch) -> None:
 # -- the fingerprint ------------------------------------------------------------------------
 def test_large_files_are_fingerprinted_from_samples(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(sidecar, "SAMPLED_ABOVE", 2**20)
-    monkeypatch.setattr(sidecar, "_BLOCK", 4096)
+    monkeypatch.setattr(sidecar, "_SAMPLE_BLOCK", 4096)
     out = tmp_path / "big.npy"
     write_volume(Volume(np.zeros((64, 64, 128), np.float32), voxel_size=(41.0,) * 3), out)
     side = json.loads((tmp_path / "big.json").read_text())

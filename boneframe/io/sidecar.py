@@ -81,6 +81,7 @@ PROTOCOL_KEYS = (FINGERPRINT, VOLUME_FILE, "previous")
 #: Files larger than this are fingerprinted from samples (:func:`fingerprint`).
 SAMPLED_ABOVE = 64 * 2**20
 _BLOCK = 2**20
+_SAMPLE_BLOCK = 2**16
 _SAMPLES = 64
 
 
@@ -92,7 +93,7 @@ def fingerprint(path: str | Path, sampled: bool | None = None) -> str:
     path : path-like
         The file.
     sampled : bool, optional
-        Digest the file's size and 64 evenly spaced 1 MiB blocks
+        Digest the file's size and 64 evenly spaced 64 KiB blocks
         (``blake2b-sampled:<hex>``) instead of every byte (``blake2b:<hex>``).
         Default: for files over 64 MiB, whose full digest would cost more than
         reading them. A volume replaced by another one differs in its size or its
@@ -108,10 +109,10 @@ def fingerprint(path: str | Path, sampled: bool | None = None) -> str:
                 digest.update(block)
             return f"blake2b:{digest.hexdigest()}"
         digest.update(size.to_bytes(8, "little"))
-        last = max(size - _BLOCK, 0)
+        last = max(size - _SAMPLE_BLOCK, 0)
         for i in range(_SAMPLES):
             fh.seek(last * i // (_SAMPLES - 1))
-            digest.update(fh.read(_BLOCK))
+            digest.update(fh.read(_SAMPLE_BLOCK))
     return f"blake2b-sampled:{digest.hexdigest()}"
 
 
