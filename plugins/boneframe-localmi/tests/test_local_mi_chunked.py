@@ -45,5 +45,6 @@ def test_local_mi_kernel_from_zarr_equals_in_memory(tmp_path, monkeypatch):
     assert calls["boxes"] >= 8 * chk.iterations and calls["boxes"] % 8 == 0
     assert mem.converged and chk.converged, (mem.message, chk.message)
     rel = np.linalg.norm(chk.array - mem.array) / np.linalg.norm(mem.array)
-    assert rel < 1e-4, rel  # measured 2.5e-7 (118 / 125 iterations)
+    print(f"zarr vs in memory: {rel:.1e} ({mem.iterations} / {chk.iterations} iterations)")
+    assert rel < 1e-4, rel  # measured 8.4e-11 to 1.0e-9 over runs (128 / 128 iterations)
     assert chk.offset == pytest.approx(mem.offset, rel=1e-4, abs=1e-6)
