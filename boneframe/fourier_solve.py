@@ -191,7 +191,11 @@ class FourierNormalSolver:
         self.kernel = h
         lam = self.forward(circular_kernel(h, self.shape, np.float64))
         self._lam = lam.astype(self.cdtype)
-        self._symbol = laplacian_symbol(self.shape, self.half)
+        # |F D|² per axis (Psi / beta is their sum over the axes)
+        self._axis_symbols = tuple(
+            4.0 * np.sin(np.pi * np.arange(m) / n) ** 2
+            for n, m in zip(self.shape, lam.shape, strict=True)
+        )
         # the zero-frequency aliasing group, where psi = 0: a direct d x d solve
         self._dc = tuple(
             np.asarray(v).ravel()
@@ -202,12 +206,21 @@ class FourierNormalSolver:
                 indexing="ij",
             )
         )
+        # J^T(|Lambda|² / |F D|²) (0 at the zero frequency): J^T(|Lambda|²/Psi) is it / beta
+        lam2 = np.square(self._lam.real)
+        lam2 += np.square(self._lam.imag)
+        symbol = self._symbol(self.dtype)
+        np.divide(lam2, symbol, out=lam2, where=symbol > 0)
+        lam2[0, 0, 0] = 0.0
+        self._fold_lam2 = self.fold(lam2).real.astype(np.float64)
+        del lam2, symbol
         # Parseval weights of an LR-layout spectrum (see lr_spectrum)
         self._lr_half = self.half and self.p[2] == 1
         w = np.ones(n2 // 2 + 1 if self._lr_half else n2)
         if self._lr_half:
             w[1 : (n2 + 1) // 2] = 2.0
         self._lr_weights = w.astype(self.dtype)
+        self._work: tuple[np.ndarray, np.ndarray] | None = None
         self.set_weights(mu, beta)
 
     @property
@@ -221,24 +234,33 @@ class FourierNormalSolver:
         return normal_operator(self.kernel, self.shape, self.p, self.mu, self.beta, self.dtype)
 
     def set_weights(self, mu: float, beta: float) -> None:
-        """Change ``mu`` and ``beta``, recomputing only what depends on them (no FFT)."""
+        """Change ``mu`` and ``beta``, recomputing only what depends on them (no FFT, no
+        HR-sized pass: those of :meth:`solve_spectrum` are made on its first use)."""
         if not (mu > 0 and beta > 0):
             raise InputError(f"mu and beta must be positive, got mu={mu}, beta={beta}")
         self.mu, self.beta = float(mu), float(beta)
-        lam = self._lam
-        psi = (self.beta * self._symbol).astype(self.dtype)
-        inv_psi = np.zeros_like(psi)
-        np.divide(1.0, psi, out=inv_psi, where=psi > 0)
-        lam2 = np.square(lam.real) + np.square(lam.imag)
-        lam2 *= inv_psi
-        den = self.fold(lam2).real.astype(np.float64) + self.d / self.mu
-        self._inv_psi = inv_psi
-        self._conj_lam_inv_psi = np.conj(lam) * inv_psi
+        den = self._fold_lam2 / self.beta + self.d / self.mu
         self._inv_den = (1.0 / den).astype(self.dtype)
-        lam_dc = lam[self._dc].astype(np.complex128)
-        psi_dc = self.beta * np.broadcast_to(self._symbol, psi.shape)[self._dc]
+        self._sym_beta = tuple((self.beta * a).astype(self.dtype) for a in self._axis_symbols)
+        lam_dc = self._lam[self._dc].astype(np.complex128)
+        psi_dc = self.beta * sum(a[i] for a, i in zip(self._axis_symbols, self._dc, strict=True))
         m0 = np.diag(psi_dc) + (self.mu / self.d) * np.outer(np.conj(lam_dc), lam_dc)
         self._m0_inv = np.linalg.inv(m0).astype(self.cdtype)
+        self._hr_arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _symbol(self, dtype: DTypeLike = np.float64) -> np.ndarray:
+        """``|F D|²`` on the spectrum's grid."""
+        a0, a1, a2 = (a.astype(dtype) for a in self._axis_symbols)
+        return a0[:, None, None] + a1[None, :, None] + a2[None, None, :]
+
+    def _psi_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``1 / Psi`` (0 at the zero frequency) and ``conj(Lambda) / Psi``, HR-sized."""
+        if self._hr_arrays is None:
+            psi = (self.beta * self._symbol()).astype(self.dtype)
+            inv_psi = np.zeros_like(psi)
+            np.divide(1.0, psi, out=inv_psi, where=psi > 0)
+            self._hr_arrays = (inv_psi, np.conj(self._lam) * inv_psi)
+        return self._hr_arrays
 
     # -- transforms ------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -247,13 +269,24 @@ class FourierNormalSolver:
             return scipy.fft.rfftn(x, workers=self.workers)
         return scipy.fft.fftn(x, workers=self.workers)
 
-    def inverse(self, spec: np.ndarray) -> np.ndarray:
-        """Real HR-grid array of a spectrum in this solver's layout."""
+    def inverse(self, spec: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        """Real HR-grid array of a spectrum in this solver's layout.
+
+        With ``overwrite=True`` the memory of ``spec`` is reused: the transform
+        along the first two axes is then done in place, followed by the
+        complex-to-real one along the last axis (``scipy.fft.irfftn`` would
+        allocate an HR-sized complex temporary for that step, 30 % of its time
+        at 216³).
+        """
         if self.half:
-            out = scipy.fft.irfftn(spec, s=self.shape, workers=self.workers, overwrite_x=True)
+            if overwrite and spec.flags.c_contiguous and spec.dtype == self.cdtype:
+                scipy.fft.ifftn(spec, axes=(0, 1), workers=self.workers, overwrite_x=True)
+                out = scipy.fft.irfft(spec, n=self.shape[2], axis=2, workers=self.workers)
+            else:
+                out = scipy.fft.irfftn(spec, s=self.shape, workers=self.workers)
         else:
-            out = scipy.fft.ifftn(spec, workers=self.workers, overwrite_x=True).real
-        return out.astype(self.dtype, copy=False)
+            out = scipy.fft.ifftn(spec, workers=self.workers, overwrite_x=overwrite).real
+        return np.ascontiguousarray(out, dtype=self.dtype)  # .real is a strided view
 
     def lr_spectrum(self, y: np.ndarray) -> np.ndarray:
         """Spectrum of an LR-grid array in the layout that :meth:`fold` returns.
@@ -329,21 +362,21 @@ class FourierNormalSolver:
         if tuple(g.shape) != self.lr_shape:
             raise InputError(f"LR array should have shape {self.lr_shape}, got {tuple(g.shape)}")
         # F(U^T g) is the LR spectrum of g repeated over the d aliased tiles
-        g_spec = self.lr_spectrum(g.astype(self.dtype, copy=False))
-        return self.mu * self.tile_multiply(np.conj(self._lam), g_spec)
+        return self.data_rhs_spectrum(self.lr_spectrum(g.astype(self.dtype, copy=False)))
 
     def solve_spectrum(self, rhs: np.ndarray, overwrite: bool = False) -> np.ndarray:
         """Spectrum ``X`` of the solution for the spectrum ``rhs`` of the right-hand side.
 
         With ``overwrite=True`` the memory of ``rhs`` is reused.
         """
+        inv_psi, conj_lam_inv_psi = self._psi_arrays()
         rhs_dc = rhs[self._dc]
         z = rhs if overwrite else rhs.copy()
-        z *= self._inv_psi
+        z *= inv_psi
         work = np.multiply(self._lam, z)
         s = self.fold(work)
         s *= self._inv_den
-        x = self.tile_multiply(self._conj_lam_inv_psi, s, out=work)
+        x = self.tile_multiply(conj_lam_inv_psi, s, out=work)
         np.subtract(z, x, out=x)
         x[self._dc] = self._m0_inv @ rhs_dc
         return x
@@ -353,10 +386,84 @@ class FourierNormalSolver:
         if tuple(b.shape) != self.shape:
             raise InputError(f"right-hand side should have shape {self.shape}, got {b.shape}")
         spec = self.forward(b.astype(self.dtype, copy=False))
-        return self.inverse(self.solve_spectrum(spec, overwrite=True))
+        return self.inverse(self.solve_spectrum(spec, overwrite=True), overwrite=True)
 
     def blurred_decimated(self, spec: np.ndarray) -> np.ndarray:
         """LR-layout spectrum of ``U H x`` from the spectrum of ``x`` (``J^T(Λ X) / d``)."""
         out = self.fold(self._lam * spec)
         out /= self.d
         return out
+
+    def solve_split_spectrum(
+        self, spec: np.ndarray, g_spec: np.ndarray, scale: float = 1.0
+    ) -> float:
+        r"""The f-step of ADMM in place: ``spec`` (the spectrum :math:`R` of an HR array
+        ``b``) becomes the spectrum of the solution of
+
+        .. math:: (\mu H^T U^T U H + \beta D^T D)\, x = s\, b + \mu H^T U^T g,
+
+        with ``s = scale`` and ``g_spec`` the :meth:`lr_spectrum` of ``g``;
+        returns :math:`\|U H x - g\|^2`.
+
+        The same solution as :meth:`solve_spectrum` of ``s R + data_rhs(g)``, in
+        one compiled pass over the spectrum (:mod:`boneframe.fourier_kernels`)
+        for half spectra: no HR-sized temporaries, the data term's spectrum
+        folded on the fly, and the residual's norm by Parseval from the LR
+        quantities of the solve itself (:math:`\mathcal F(UHx - g) = -c/\mu`, see
+        there), so that the f-step costs two FFTs and one pass.
+        """
+        if spec.shape != self._lam.shape or spec.dtype != self.cdtype:
+            raise InputError(
+                f"spectrum should be {self.cdtype} of shape {self._lam.shape}, "
+                f"got {spec.dtype} {spec.shape}"
+            )
+        g_spec = np.asarray(g_spec, dtype=self.cdtype)
+        n_lr = float(np.prod(self.lr_shape))
+        mu, d = self.mu, self.d
+        if not self.half or not spec.flags.c_contiguous:
+            rhs = self.data_rhs_spectrum(g_spec)
+            rhs += scale * spec
+            spec[...] = self.solve_spectrum(rhs, overwrite=True)
+            res = self.blurred_decimated(spec)
+            res -= g_spec
+            return self.lr_norm2(res)
+        from boneframe import fourier_kernels as kern
+        from boneframe.parallel import run_chunks
+
+        rhs_dc = scale * spec[self._dc] + mu * np.conj(self._lam[self._dc]) * g_spec[0, 0, 0]
+        paired = self.p[2] == 2
+        n0 = self.lr_shape[0]
+        t, c = self._lr_work()
+        r2 = np.zeros(n0)
+        s0, s1, s2 = self._sym_beta
+        s_, d_ = np.asarray([scale, d], dtype=self.dtype)  # scalars of the arrays' precision
+        spec_r, lam_r = spec.view(self.dtype), self._lam.view(self.dtype)
+        run_chunks(
+            kern._split_solve, n0 // 2 + 1 if paired else n0, spec_r, lam_r, s0, s1, s2, g_spec,
+            self._inv_den, self._lr_weights, s_, d_, paired, t, c, r2,
+        )  # fmt: skip
+        x_dc = (self._m0_inv @ rhs_dc.astype(self._m0_inv.dtype)).astype(self.cdtype)
+        spec[self._dc] = x_dc
+        # the zero LR frequency, where the group's solve was the direct one
+        ux = self._lam[self._dc] * x_dc
+        if paired:
+            top = self._dc[2] > 0
+            u0 = np.sum(ux[~top]) + np.conj(np.sum(ux[top]))
+        else:
+            u0 = np.sum(ux)
+        r0 = complex(u0) / d - complex(g_spec[0, 0, 0])
+        total = float(np.sum(r2)) / mu**2 + abs(r0) ** 2
+        return total / n_lr
+
+    def _lr_work(self) -> tuple[np.ndarray, np.ndarray]:
+        """Two LR-sized complex buffers (with the HR half spectrum's last axis), kept."""
+        work = self._work
+        if work is None:
+            shape = (*self.lr_shape[:2], self._lam.shape[2])
+            work = (np.empty(shape, self.cdtype), np.empty(shape, self.cdtype))
+            self._work = work
+        return work
+
+    def data_rhs_spectrum(self, g_spec: np.ndarray) -> np.ndarray:
+        r"""Spectrum of :math:`\mu H^T U^T g` from the :meth:`lr_spectrum` of ``g``."""
+        return self.mu * self.tile_multiply(np.conj(self._lam), g_spec)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,6 +67,11 @@ class ADMMParams(BaseModel):
         description="Iterations during which beta is adapted by residual balancing "
         "(0: fixed beta, the paper's plain ADMM).",
     )
+    balance: Literal["double", "sqrt"] = Field(
+        "sqrt",
+        description="Residual-balancing step: 'double' multiplies beta by 2 or 1/2 when the "
+        "residuals are 10 times apart; 'sqrt' by sqrt(primal / dual), within [1/10, 10].",
+    )
     fused: bool = Field(
         True,
         description="Run the v- and multiplier steps as one compiled pass when the problem "
@@ -105,13 +110,24 @@ class ADMM(Solver):
     the first ``adapt_iter`` iterations it is balanced against the residuals
     (Boyd et al. 2011, §3.4.1): with the primal residual
     :math:`r = \|v^{k+1} - D x^{k+1}\|` and the dual residual
-    :math:`s = \beta\|D^T(v^{k+1} - v^k)\|`, :math:`\beta` doubles when
-    :math:`r > 10 s` and halves when :math:`s > 10 r`; afterwards it stays fixed,
-    so the usual convergence guarantee of ADMM holds. ``adapt_iter = 0`` runs
-    the paper's plain ADMM with a fixed :math:`\beta`. (Measured on
-    simulated bone: with the paper's ratio :math:`\beta/\mu = 0.7` the plain
-    iteration meets the stopping rule long before the minimiser; balancing
-    settles near :math:`\beta/\mu \approx 10^{-2}` and stops much closer.)
+    :math:`s = \beta\|D^T(v^{k+1} - v^k)\|`, :math:`\beta` changes when one
+    exceeds the other tenfold: by the factor :math:`\sqrt{r/s}` (within
+    :math:`[1/10, 10]`, ``balance="sqrt"``, the default) or by 2 or 1/2
+    (``balance="double"``, Boyd's rule and boneframe's earlier default); afterwards it
+    stays fixed, so the usual convergence guarantee of ADMM holds.
+    ``adapt_iter = 0`` runs the paper's plain ADMM with a fixed :math:`\beta`.
+    (Measured on simulated bone: with the paper's ratio :math:`\beta/\mu = 0.7`
+    the plain iteration meets the stopping rule long before the minimiser;
+    balancing settles near :math:`\beta/\mu \approx 10^{-2}` and stops much
+    closer. The square-root step gets there in fewer iterations: on the paper's
+    200³ phantom it reaches the objective where the doubling rule stops (74
+    iterations) after 46, and stops after 66 at a lower objective and a PSNR
+    0.16 dB higher; on a 168 x 170 x 176 pair made from a real micro-CT mask, 29
+    instead of 56, stopping after 55, PSNR +0.09 dB. Steps of the full ratio
+    :math:`r/s` or a narrower band got there sooner still but stopped at a lower
+    PSNR on the real structure; over-relaxation (Boyd et al. 2011, §3.4.3) with
+    :math:`\alpha` = 1.6 or 1.8 kept :math:`\beta` ten times higher and stopped at
+    a higher objective.)
 
     Every iteration records ``data`` (:math:`\frac{\mu}{2}\|Ax-b\|^2`),
     ``regularizer`` (:math:`\phi(Dx)`), ``objective`` (their sum),
@@ -157,9 +173,8 @@ class ADMM(Solver):
             dx_norm = _norm(dx)
             np.add(dx, y, out=buf)  # u = D x + y
             v_old, v = v, reg.prox_penalty(buf, 1.0 / beta)
-            np.subtract(buf, v, out=buf)  # y_new = u - v = y + D x - v
-            gap = np.subtract(y, buf, out=dx)  # primal residual v - D x = y - y_new
-            y, buf = buf, y
+            np.subtract(buf, v, out=y)  # y_new = u - v
+            gap = np.subtract(v, dx, out=dx)  # primal residual v - D x
 
             change = _relative_change(_norm(np.subtract(x_new, x)), _norm(x_new))
             x = x_new
@@ -179,7 +194,7 @@ class ADMM(Solver):
             if it <= self.params.adapt_iter:
                 v_old -= v
                 dual = beta * _norm(problem.gradient_adjoint(v_old))
-                factor = _balance(math.sqrt(gap2), dual)
+                factor = _balance(math.sqrt(gap2), dual, self.params.balance)
                 if factor != 1.0:
                     beta *= factor
                     y /= factor  # lambda is kept, its scaled form follows beta
@@ -189,26 +204,33 @@ class ADMM(Solver):
         )
 
     def _solve_fused(self, problem: Any, x0: Any, callback: Callback | None) -> SolverResult:
-        """The same iteration with :mod:`boneframe.solvers.admm_kernels`' fused passes."""
+        """The same iteration with :mod:`boneframe.solvers.admm_kernels`' fused passes.
+
+        State: ``x``, the scaled multiplier ``y`` and ``D^T w`` (``w = v - y``, the
+        f-step's target), plus ``D^T v`` while beta is adapted; ``v`` and ``w``
+        themselves are never stored.
+        """
         from boneframe.solvers import admm_kernels as kern
 
         mu, beta = self.params.mu, self.params.beta
         weight = float(problem.regularizer.params.weight)
         aniso = bool(problem.regularizer.params.anisotropic)
         x = np.ascontiguousarray(x0, dtype=problem.dtype)
-        w = problem.gradient(x)  # v0 - y0 with v0 = D x0, y0 = 0
-        y = np.zeros_like(w)
-        dv = np.empty_like(w) if self.params.adapt_iter > 0 else None
-        dtw = np.empty_like(x)
+        y = np.zeros((3, *x.shape), dtype=x.dtype)
+        dtw = kern.adjoint(np.ascontiguousarray(problem.gradient(x), dtype=x.dtype))  # D^T D x0
+        dtv = dtw.copy() if self.params.adapt_iter > 0 else None  # D^T v0
+        y_scale = 1.0  # y is y_scale * y (a change of beta, applied by the next pass)
         history: list[dict[str, float]] = []
         converged, message = False, f"reached max_iter={self.params.max_iter}"
         it = 0
         for it in range(1, self.params.max_iter + 1):
-            x_new = problem.solve_split_adjoint(kern.adjoint(w, out=dtw), mu, beta)
+            x_new = problem.solve_split_adjoint(dtw, mu, beta)
             adapting = it <= self.params.adapt_iter
             sums = kern.split_update(
-                x_new, x, y, w, weight / beta, anisotropic=aniso, dv=dv if adapting else None
-            )
+                x_new, x, y, dtw, weight / beta, anisotropic=aniso,
+                dtv=dtv if adapting else None, y_scale=y_scale,
+            )  # fmt: skip
+            y_scale = 1.0
             x = x_new
             change = _relative_change(math.sqrt(sums["step2"]), math.sqrt(sums["size2"]))
             data = 0.5 * mu * problem.residual_norm2(x)
@@ -225,14 +247,16 @@ class ADMM(Solver):
             if change <= self.params.tol:
                 converged, message = True, f"relative change {change:.3g} <= tol"
                 break
-            if adapting and dv is not None:
-                dual = beta * math.sqrt(kern.adjoint_norm2(dv))
-                factor = _balance(gap, dual)
-                if factor != 1.0:
-                    beta *= factor
-                    # lambda is kept: y -> y / factor, so w = v - y gains y (1 - 1/factor)
-                    w += y * x.dtype.type(1.0 - 1.0 / factor)
-                    y /= x.dtype.type(factor)
+            if not adapting or dtv is None:
+                dtv = None
+                continue
+            factor = _balance(gap, beta * math.sqrt(sums["dual2"]), self.params.balance)
+            if factor != 1.0:
+                beta *= factor
+                # lambda is kept: y -> y / factor (by the next pass), so
+                # D^T w = D^T v - D^T y becomes D^T w / factor + (1 - 1/factor) D^T v
+                y_scale = 1.0 / factor
+                kern.scale_add(dtw, y_scale, dtv, 1.0 - y_scale)
         return SolverResult(
             x=x, iterations=it, converged=converged, message=message, history=history
         )
@@ -276,9 +300,16 @@ def _record(
     }
 
 
-def _balance(primal: float, dual: float) -> float:
-    """Residual balancing: the factor applied to beta (2, 1/2 or 1)."""
-    return 2.0 if primal > 10.0 * dual else 0.5 if dual > 10.0 * primal else 1.0
+def _balance(primal: float, dual: float, rule: str = "sqrt") -> float:
+    """Residual balancing: the factor applied to beta (1 while the residuals are within a
+    factor 10 of each other; else 2 or 1/2, or ``sqrt(primal / dual)`` within [1/10, 10])."""
+    if dual * 10.0 >= primal and primal * 10.0 >= dual:
+        return 1.0
+    if rule == "sqrt":
+        if dual <= 0.0:
+            return 10.0
+        return min(max(math.sqrt(primal / dual), 0.1), 10.0)
+    return 2.0 if primal > 10.0 * dual else 0.5
 
 
 def _norm(a: np.ndarray) -> float:

@@ -99,7 +99,6 @@ class SuperResolutionProblem:
         self.workers = workers
         self.shape = tuple(n * q for n, q in zip(self.g.shape, self.p, strict=True))
         self._solver: FourierNormalSolver | None = None
-        self._rhs_data: np.ndarray | None = None
         self._g_spec: np.ndarray | None = None
         self._last: tuple[np.ndarray, float] | None = None
         self._difference: Gradient | None = None
@@ -171,11 +170,7 @@ class SuperResolutionProblem:
             self._solver = s
             self._g_spec = s.lr_spectrum(self.g)
         elif s.mu != mu or s.beta != beta:
-            if s.mu != mu:
-                self._rhs_data = None
             s.set_weights(mu, beta)
-        if self._rhs_data is None:
-            self._rhs_data = s.data_rhs(self.g)
         return s
 
     @property
@@ -205,18 +200,16 @@ class SuperResolutionProblem:
         r"""The f-step of :meth:`solve_split` given :math:`D^T w` rather than ``w``.
 
         ADMM's compiled path (:mod:`boneframe.solvers.admm_kernels`) computes
-        :math:`D^T w` itself, in one pass with the v-step.
+        :math:`D^T w` itself, in one pass with the v-step. Two FFTs and one
+        compiled pass over the spectrum
+        (:meth:`~boneframe.fourier_solve.FourierNormalSolver.solve_split_spectrum`),
+        which also gives :math:`\|UHf - g\|^2` for :meth:`residual_norm2`.
         """
         s = self._fourier(mu, beta)
-        rhs = s.forward(dtw)
-        rhs *= beta
-        rhs += self._rhs_data
-        spec = s.solve_spectrum(rhs, overwrite=True)
-        del rhs
-        res = s.blurred_decimated(spec)
-        res -= self._g_spec
-        r2 = s.lr_norm2(res)
-        x = s.inverse(spec)
+        g_spec = self._g_spec if self._g_spec is not None else s.lr_spectrum(self.g)
+        spec = s.forward(np.asarray(dtw, dtype=self.dtype))
+        r2 = s.solve_split_spectrum(spec, g_spec, beta)
+        x = s.inverse(spec, overwrite=True)
         self._last = (x, r2)
         return x
 
