@@ -39,3 +39,17 @@ def boneframe_formats() -> list[type]:
     from boneframe.io import BUILTIN_FORMATS
 
     return list(BUILTIN_FORMATS)
+
+
+@hookimpl
+def boneframe_segmentations() -> list[type]:
+    from boneframe.segmentation import BUILTIN_SEGMENTATIONS
+
+    return list(BUILTIN_SEGMENTATIONS)
+
+
+@hookimpl
+def boneframe_contourings() -> list[type]:
+    from boneframe.compartments import BUILTIN_CONTOURINGS
+
+    return list(BUILTIN_CONTOURINGS)

@@ -38,3 +38,13 @@ def boneframe_metrics() -> list[type]:
 @hookspec
 def boneframe_formats() -> list[type]:
     """Return :class:`~boneframe.interfaces.VolumeFormat` subclasses."""
+
+
+@hookspec
+def boneframe_segmentations() -> list[type]:
+    """Return :class:`~boneframe.interfaces.Segmentation` subclasses."""
+
+
+@hookspec
+def boneframe_contourings() -> list[type]:
+    """Return :class:`~boneframe.interfaces.Contouring` subclasses."""

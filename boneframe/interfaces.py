@@ -1,8 +1,9 @@
 """The abstract strategies every plugin implements.
 
-Five kinds, each registered through the ``boneframe`` entry-point group
+Seven kinds, each registered through the ``boneframe`` entry-point group
 (:mod:`boneframe.hookspecs`): :class:`Similarity`, :class:`Regularizer`,
-:class:`Solver`, :class:`Metric` and :class:`VolumeFormat`. A strategy is a
+:class:`Solver`, :class:`Metric`, :class:`VolumeFormat`, :class:`Segmentation`
+and :class:`Contouring`. A strategy is a
 class with a unique ``name`` within its kind, a one-line ``description`` and a
 pydantic ``Params`` model for its parameters; instances hold validated params.
 """
@@ -642,3 +643,31 @@ class VolumeFormat(Strategy):
     def can_write(cls) -> bool:
         """True when this format implements ``write``."""
         return cls.write is not VolumeFormat.write
+
+
+class Segmentation(Strategy):
+    """How bone is told from the rest of a volume (Otsu's threshold, a fixed density
+    threshold after smoothing, ...)."""
+
+    kind: ClassVar[str] = "segmentation"
+
+    @abstractmethod
+    def segment(self, volume: Volume, mask: Any = None) -> Any:
+        """Boolean bone mask of ``volume`` (same shape; numpy, or dask for a dask
+        volume), looking only inside ``mask`` when one is given."""
+
+
+#: The compartments a :class:`Contouring` returns, in this order.
+COMPARTMENTS: tuple[str, ...] = ("periosteal", "trabecular", "cortical")
+
+
+class Contouring(Strategy):
+    """How a scan is split into its bone compartments (periosteal, trabecular, cortical)."""
+
+    kind: ClassVar[str] = "contour"
+
+    @abstractmethod
+    def compartments(self, volume: Volume) -> dict[str, Volume]:
+        """The masks of :data:`COMPARTMENTS` (uint8 volumes with ``volume``'s geometry):
+        ``periosteal`` (the whole bone), ``trabecular`` and ``cortical`` (a partition of
+        it)."""

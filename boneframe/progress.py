@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -67,6 +68,54 @@ class Reporter:
             self.message(f"{label}: started")
             yield log
         self.message(f"{label}: done in {time.perf_counter() - start:.1f} s")
+
+
+    @contextmanager
+    def tasks(self, label: str, total: int, tag: str, every_s: float = 5.0) -> Iterator[None]:
+        """Report the units of work that call :func:`tick` with ``tag`` (e.g. the
+        blocks of a block-wise solve) as they finish: done of ``total``, elapsed
+        and time left, at most every ``every_s`` seconds.
+
+        Ticks come from the threads of this process (dask's default scheduler);
+        work on a ``dask.distributed`` cluster is followed on its dashboard.
+        """
+        if self.quiet or total <= 0:
+            yield
+            return
+        start = time.perf_counter()
+        state = {"done": 0, "shown": start}
+
+        def done() -> None:
+            with _LOCK:
+                state["done"] += 1
+                now = time.perf_counter()
+                if now - state["shown"] < every_s and state["done"] < total:
+                    return
+                state["shown"] = now
+                count = state["done"]
+            elapsed = now - start
+            left = elapsed / count * max(total - count, 0)
+            self.message(
+                f"{label}: {count}/{total} blocks, {elapsed:.0f} s, about {left:.0f} s left"
+            )
+
+        self.message(f"{label}: {total} blocks")
+        _LISTENERS.setdefault(tag, []).append(done)
+        try:
+            yield
+        finally:
+            _LISTENERS[tag].remove(done)
+        self.message(f"{label}: done in {time.perf_counter() - start:.1f} s")
+
+
+_LOCK = threading.Lock()
+_LISTENERS: dict[str, list[Callable[[], None]]] = {}
+
+
+def tick(tag: str) -> None:
+    """One unit of the work ``tag`` is done: tell the :meth:`Reporter.tasks` following it."""
+    for listener in list(_LISTENERS.get(tag, ())):
+        listener()
 
 
 def _summary(record: dict[str, float]) -> str:

@@ -20,8 +20,10 @@ import pluggy
 from boneframe import hookspecs
 from boneframe.errors import PluginError
 from boneframe.interfaces import (
+    Contouring,
     Metric,
     Regularizer,
+    Segmentation,
     Similarity,
     Solver,
     Strategy,
@@ -37,6 +39,8 @@ KINDS: dict[str, tuple[str, type[Strategy]]] = {
     "solver": ("boneframe_solvers", Solver),
     "metric": ("boneframe_metrics", Metric),
     "format": ("boneframe_formats", VolumeFormat),
+    "segmentation": ("boneframe_segmentations", Segmentation),
+    "contour": ("boneframe_contourings", Contouring),
 }
 
 
@@ -186,6 +190,12 @@ class Registry:
     def get(self, kind: Literal["format"], name: str) -> type[VolumeFormat]: ...
 
     @overload
+    def get(self, kind: Literal["segmentation"], name: str) -> type[Segmentation]: ...
+
+    @overload
+    def get(self, kind: Literal["contour"], name: str) -> type[Contouring]: ...
+
+    @overload
     def get(self, kind: str, name: str) -> type[Strategy]: ...
 
     def get(self, kind: str, name: str) -> type[Strategy]:
@@ -216,6 +226,16 @@ class Registry:
     def create(
         self, kind: Literal["format"], name: str, params: Any = None, **overrides: Any
     ) -> VolumeFormat: ...
+
+    @overload
+    def create(
+        self, kind: Literal["segmentation"], name: str, params: Any = None, **overrides: Any
+    ) -> Segmentation: ...
+
+    @overload
+    def create(
+        self, kind: Literal["contour"], name: str, params: Any = None, **overrides: Any
+    ) -> Contouring: ...
 
     @overload
     def create(self, kind: str, name: str, params: Any = None, **overrides: Any) -> Strategy: ...

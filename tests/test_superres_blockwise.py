@@ -120,3 +120,25 @@ def test_bad_arguments_are_refused(pair):
         super_resolve(np.asarray(g), pair.kernel, scale=-1.0)
     with pytest.raises(InputError, match="scale"):
         super_resolve(g, pair.kernel, scale=float("nan"))
+
+
+def test_a_mask_solves_only_the_blocks_it_meets(pair, kernel):
+    from boneframe.superres.blockwise import super_resolve_blockwise
+    from boneframe.superres.upsample import upsample_spline
+
+    g = da.from_array(pair.lr, chunks=16)
+    mask = np.zeros(pair.lr.shape, np.uint8)
+    mask[2:5, 3:6, 20:22] = 1  # in block (0, 0, 1); with halo 8 it reaches block (0, 0, 0)
+    settings = {"max_iter": 3, "tol": 0.0}
+    full = super_resolve_blockwise(g, kernel, block=16, settings=settings)
+    part = super_resolve_blockwise(g, kernel, block=16, settings=settings, mask=mask)
+    assert (full.solved, full.blocks) == (8, 8)
+    assert (part.solved, part.blocks) == (2, 8)
+    a, b = full.volume.compute(), part.volume.compute()
+    np.testing.assert_array_equal(b[:32, :32, :], a[:32, :32, :])  # the blocks it meets
+    # the others: the spline upsampling of g / gain - offset, the solve's starting point
+    start = upsample_spline(pair.lr, 2, float(np.sum(kernel.array)), kernel.offset)
+    np.testing.assert_allclose(b[32:], start[32:], atol=1e-4 * np.abs(start).max())
+    assert not np.allclose(a[32:], b[32:], atol=1e-2)
+    with pytest.raises(InputError, match="mask has shape"):
+        super_resolve_blockwise(g, kernel, block=16, mask=mask[:-1])

@@ -31,6 +31,7 @@ from boneframe.errors import InputError
 from boneframe.interfaces import Regularizer
 from boneframe.kernel.result import Kernel
 from boneframe.operators import Factor, as_factor, check_kernel
+from boneframe.superres import masked
 from boneframe.superres.problem import GREY_RANGE
 
 #: Default LR block side (voxels): HR chunks of 128³ for p = 2.
@@ -63,6 +64,9 @@ DEFAULT_BLOCK = 64
 #: whole-volume solve to 55.8 dB (``benchmarks/bench_large_superres.py``).
 DEFAULT_HALO = 8
 
+#: What each solved block tells :func:`boneframe.progress.tick`.
+PROGRESS_TAG = "superres-block"
+
 #: Bins per refinement pass of the exact chunked percentiles.
 _BINS = 4096
 #: A bin holding at most this many values is sorted outright.
@@ -83,12 +87,16 @@ class BlockwiseSuperResolution:
         :func:`grey_scale`).
     block, halo : tuple of int
         LR block side and halo per axis.
+    solved, blocks : int
+        Blocks solved (those meeting the mask; all without one) and blocks in all.
     """
 
     volume: Any
     scale: float
     block: tuple[int, int, int]
     halo: tuple[int, int, int]
+    solved: int = 0
+    blocks: int = 0
 
 
 # -- the global normalisation --------------------------------------------------------
@@ -256,9 +264,11 @@ def _solve_block(
     params: dict[str, Any],
 ) -> np.ndarray:
     """Super-resolve one LR block (halo included) and keep its HR interior ``keep``."""
+    from boneframe.progress import tick
     from boneframe.superres.solve import super_resolve
 
     res = super_resolve(np.asarray(g_block), kernel, scale=scale, **params)
+    tick(PROGRESS_TAG)
     return np.ascontiguousarray(res.array[keep])
 
 
@@ -273,6 +283,7 @@ def super_resolve_blockwise(
     halo: int | Sequence[int] | None = None,
     scale: float | None = None,
     workers: int = 1,
+    mask: Any = None,
 ) -> BlockwiseSuperResolution:
     r"""TV super-resolution of a large volume, block by block.
 
@@ -299,6 +310,11 @@ def super_resolve_blockwise(
         ``g``, the value the in-memory solve uses.
     workers : int
         FFT threads per block (blocks run in parallel under dask's scheduler).
+    mask : array, dask array or Volume data, optional
+        Non-zero where the scan must be super-resolved, on the LR grid (shape of
+        ``g``): only the blocks whose solved region (block and halo) meets it are
+        solved; the others hold the spline upsampling of ``g`` (see
+        :mod:`boneframe.superres.masked`). One pass over the mask decides.
 
     Returns
     -------
@@ -350,20 +366,57 @@ def super_resolve_blockwise(
 
     shape = tuple(int(n) for n in x.shape)
     starts = [list(range(0, n, b)) for n, b in zip(shape, b3, strict=True)]
+    regions = [_regions(s, n, b, m) for s, n, b, m in zip(starts, shape, b3, m3, strict=True)]
+    wanted = _blocks_meeting(mask, shape, regions)
     solve = dask.delayed(_solve_block, pure=True)
+    fill = dask.delayed(masked.fill_block, pure=True)
+    gain = float(np.sum(h))
     k_d = dask.delayed(kernel)
     rows: Any = np.empty([len(s) for s in starts], dtype=object)
     for index in np.ndindex(*rows.shape):
         outer, keep, hr_shape = [], [], []
         for ax, i in enumerate(index):
-            a = starts[ax][i]
-            b = min(a + b3[ax], shape[ax])
-            lo, hi = max(a - m3[ax], 0), min(b + m3[ax], shape[ax])
+            a, b, lo, hi = regions[ax][i]
             outer.append(slice(lo, hi))
             q = p3[ax]
             keep.append(slice(q * (a - lo), q * (b - lo)))
             hr_shape.append(q * (b - a))
-        task = solve(x[tuple(outer)], k_d, tuple(keep), scale, params)
+        if wanted is None or wanted[index]:
+            task = solve(x[tuple(outer)], k_d, tuple(keep), scale, params)
+        else:
+            task = fill(x[tuple(outer)], p3, gain, offset, tuple(keep))
         rows[index] = da.from_delayed(task, shape=tuple(hr_shape), dtype=np.float32)
     result = da.block(rows.tolist())
-    return BlockwiseSuperResolution(volume=result, scale=float(scale), block=b3, halo=m3)
+    solved = int(np.prod(rows.shape)) if wanted is None else int(np.count_nonzero(wanted))
+    return BlockwiseSuperResolution(
+        volume=result, scale=float(scale), block=b3, halo=m3, solved=solved,
+        blocks=int(np.prod(rows.shape)),
+    )  # fmt: skip
+
+
+def _regions(starts: list[int], n: int, block: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """Per block along one axis: its extent ``a:b`` and solved region ``lo:hi``."""
+    out = []
+    for a in starts:
+        b = min(a + block, n)
+        out.append((a, b, max(a - halo, 0), min(b + halo, n)))
+    return out
+
+
+def _blocks_meeting(
+    mask: Any, shape: tuple[int, ...], regions: list[list[tuple[int, int, int, int]]]
+) -> np.ndarray | None:
+    """Which blocks' solved regions meet ``mask`` (None: no mask, all of them)."""
+    if mask is None:
+        return None
+    import dask
+
+    inside = masked.lr_mask(mask, shape)
+    grid = tuple(len(r) for r in regions)
+    tasks = [
+        dask.delayed(masked.meets)(
+            inside[tuple(slice(regions[ax][i][2], regions[ax][i][3]) for ax, i in enumerate(idx))]
+        )
+        for idx in np.ndindex(*grid)
+    ]
+    return np.asarray(dask.compute(*tasks), dtype=bool).reshape(grid)
