@@ -12,6 +12,9 @@ thin adapters over exactly these calls::
     sr = bf.super_resolve(lr, kernel)                  # zarr input: solved block by block
     bf.write_volume(sr.volume, "sr.zarr")
     print(bf.measure(sr.volume, reference=hr))         # PSNR, DICE, BV/TV, Conn.D, Tb.Th, ...
+    trab = bf.read_mask("hrpqct_TRAB_MASK.aim")         # on the scan's grid, by geometry
+    print(bf.measure(sr.volume, mask=trab))            # inside the mask, on the SR grid
+    print(bf.evaluate(lr))                             # Tt/Tb/Ct.vBMD, areas, Ct.Th, Ct.Po
 
 Every function takes numpy arrays, dask arrays (chunk by chunk, on the active
 dask scheduler; :func:`use_scheduler` connects a cluster) or :class:`Volume`
@@ -38,6 +41,12 @@ _API = {
     "SuperResolution": "boneframe.superres",
     "upsample_spline": "boneframe.superres",
     "measure": "boneframe.metrics",
+    "read_mask": "boneframe.masks",
+    "mask_on_grid": "boneframe.masks",
+    "evaluate": "boneframe.evaluation",
+    "to_density": "boneframe.calibration",
+    "from_density": "boneframe.calibration",
+    "is_calibrated": "boneframe.calibration",
     "use_scheduler": "boneframe.compute",
     "get_registry": "boneframe.registry",
     "BoneframeError": "boneframe.errors",
@@ -52,22 +61,31 @@ __all__ = [
     "Volume",
     "__version__",
     "estimate_kernel",
+    "evaluate",
+    "from_density",
     "get_registry",
+    "is_calibrated",
+    "mask_on_grid",
     "measure",
+    "read_mask",
     "read_volume",
     "register",
     "simulate_pair",
     "super_resolve",
+    "to_density",
     "upsample_spline",
     "use_scheduler",
     "write_volume",
 ]
 
 if TYPE_CHECKING:
+    from boneframe.calibration import from_density, is_calibrated, to_density
     from boneframe.compute import use_scheduler
     from boneframe.errors import BoneframeError, InputError
+    from boneframe.evaluation import evaluate
     from boneframe.io import read_volume, write_volume
     from boneframe.kernel import Kernel, estimate_kernel
+    from boneframe.masks import mask_on_grid, read_mask
     from boneframe.metrics.measure import measure
     from boneframe.phantom import simulate_pair
     from boneframe.registration import register

@@ -488,28 +488,56 @@ def super_resolve_cmd(
 def metrics(
     volume: Annotated[Path, typer.Argument(help="Volume to measure.")],
     reference: Annotated[Path | None, typer.Option(help="Reference for PSNR and DICE.")] = None,
+    mask: Annotated[
+        Path | None,
+        typer.Option(
+            help="Measure inside this mask (mask AIM, GOBJ contour, NIfTI, npy, zarr), put on "
+            "the volume's grid by geometry (a scan's mask applies to its super-resolution)."
+        ),
+    ] = None,
     voxel_size: Annotated[str | None, typer.Option(help="Override voxel size, µm.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Bone threshold (default: Otsu).")] = None,
+    segmentation: Annotated[
+        str | None,
+        typer.Option(help="Segment the bone with this strategy: otsu, gauss-threshold, ..."),
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Segmentation parameter KEY=VALUE (e.g. sigma=0.8).")
+    ] = None,
     structure: Annotated[
         bool, typer.Option(help="Also Tb.Th, Tb.Sp, Tb.N, DA (isotropic voxels).")
     ] = True,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """Bone metrics: PSNR, DICE, BV/TV, Euler, Betti, Conn.D, Tb.Th, Tb.Sp, Tb.N, DA.
+    """Bone metrics: PSNR, DICE, BV/TV, Euler, Betti, Conn.D, BMD, Tb.Th, Tb.Sp, Tb.N, DA.
 
     Zarr volumes are measured chunk by chunk. Lengths in µm, Tb.N in 1/mm,
-    Conn.D in 1/mm³ (the table's unit column; JSON: the "units" entry).
+    Conn.D in 1/mm³, BMD in mg HA/cm³ (calibrated scans; the table's unit column;
+    JSON: the "units" entry). With --mask, inside the mask (TV is its volume).
     """
     from boneframe.io import read_volume
     from boneframe.io.sidecar import to_json
+    from boneframe.masks import read_mask
     from boneframe.metrics import measure
     from boneframe.spec import stage_model
 
     opts: Any = validated(stage_model("metrics"), threshold=threshold, structure=structure)
+    seg_params = _params(param)
+    if seg_params and segmentation is None:
+        raise InputError("--param gives segmentation parameters: name the --segmentation")
     vs = parse_triple(voxel_size, "--voxel-size")
     vol = read_volume(volume, vs, require_voxel_size=True)
     ref_vol = None if reference is None else read_volume(reference)
-    result = measure(vol, ref_vol, threshold=opts.threshold, structure=opts.structure)
+    region = None if mask is None else read_mask(mask, like=vol)
+    result = measure(
+        vol,
+        ref_vol,
+        region,
+        threshold=opts.threshold,
+        structure=opts.structure,
+        segmentation=segmentation,
+        segmentation_params=seg_params or None,
+    )
     skipped = result.get("skipped") or {}
     for name, why in skipped.items():
         typer.echo(f"note: {name} not computed: {why}", err=True)
@@ -520,7 +548,7 @@ def metrics(
     from rich.table import Table
 
     units = result.get("units") or {}
-    table = Table(title=str(volume))
+    table = Table(title=str(volume) if mask is None else f"{volume} inside {mask}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("unit")
@@ -531,11 +559,89 @@ def metrics(
             text = f"{value:.6g}"
         elif isinstance(value, list | tuple):
             text = ", ".join(f"{v:g}" for v in value)
+        elif isinstance(value, dict):
+            text = ", ".join(f"{k}={v}" for k, v in value.items())
         else:
             text = "—" if value is None else str(value)
         unit = "µm" if key == "voxel_size_um" else units.get(key, "")
         table.add_row(key, text, unit)
     Console().print(table)
+
+
+# --------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    scans: Annotated[list[Path], typer.Argument(metavar="SCAN...", help="Calibrated scans.")],
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of the compartments' masks (periosteal/trabecular/cortical, alone or "
+            "after '<scan stem>_'; Scanco _TRAB_MASK/_CORT_MASK AIMs; <scan stem>.gobj). "
+            "Default: contour each scan."
+        ),
+    ] = None,
+    csv: Annotated[Path | None, typer.Option(help="Also write the rows to this CSV file.")] = None,
+    segmentation: Annotated[
+        str | None,
+        typer.Option(help="Bone segmentation (default: XtremeCT II gauss-threshold, 450/320)."),
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Segmentation KEY=VALUE.")] = None,
+    structure: Annotated[bool, typer.Option(help="Also Tb.Th, Tb.Sp, Tb.N.")] = True,
+    voxel_size: Annotated[str | None, typer.Option(help="Override voxel size, µm.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --csv file.")] = False,
+) -> None:
+    """Standard per-compartment evaluation: vBMD (mg HA/cm³), areas (mm²), Ct.Th (µm), Ct.Po.
+
+    One JSON object per scan on stdout (a row: every key carries its unit), and
+    with --csv one CSV row per scan.
+    """
+    from boneframe.evaluation import UNITS, find_masks
+    from boneframe.evaluation import evaluate as run_evaluation
+    from boneframe.io import read_volume
+    from boneframe.io.sidecar import to_json
+    from boneframe.masks import read_mask
+
+    seg_params = _params(param)
+    if seg_params and segmentation is None:
+        raise InputError("--param gives segmentation parameters: name the --segmentation")
+    if csv is not None:
+        _check_outputs(ctx, csv, overwrite, volume=False)
+    vs = parse_triple(voxel_size, "--voxel-size")
+    rows = []
+    for path in scans:
+        scan = read_volume(path, vs, require_voxel_size=True)
+        given = None
+        if masks is not None:
+            given = {n: read_mask(f, like=scan) for n, f in find_masks(masks, path).items()}
+        row = run_evaluation(
+            scan,
+            given,
+            segmentation=segmentation,
+            segmentation_params=seg_params or None,
+            structure=structure,
+        )
+        for key, why in row["skipped"].items():
+            typer.echo(f"note: {path.name}: {key} not computed: {why}", err=True)
+        values = {k: v for k, v in row.items() if k in UNITS}
+        rows.append({"scan": str(path), **values})
+        typer.echo(to_json({"scan": str(path), **row}, indent=None))
+    if csv is not None:
+        _write_csv(csv, rows, overwrite)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], overwrite: bool) -> None:
+    """``rows`` as CSV (a header of the keys, empty cells for None), written atomically."""
+    import csv as csvlib
+
+    from boneframe.io.atomic import atomic_path
+
+    header = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path, overwrite) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csvlib.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
 @app.command()

@@ -13,10 +13,15 @@ from boneframe.volume import Volume
 def test_the_estimate_keeps_the_scans_calibration_through_the_model() -> None:
     # density = s g + t; a flat region f is scanned as gain (f + c)
     s, t, gain, c = 0.2, -390.0, 1.7, 0.3
-    meta = {"calibration_slope": s, "calibration_intercept": t, "hu_slope": 0.5,
-            "hu_intercept": -1000.0, "processing_log": "Density: slope ...", "site": "radius"}  # fmt: skip
-    lr = Volume(np.zeros((4, 4, 4)), voxel_size=(82.0, 82.0, 82.0), origin=(1, 2, 3),
-                metadata=meta)  # fmt: skip
+    meta = {
+        "calibration_slope": s,
+        "calibration_intercept": t,
+        "hu_slope": 0.5,
+        "hu_intercept": -1000.0,
+        "processing_log": "Density: slope ...",
+        "site": "radius",
+    }
+    lr = Volume(np.zeros((4, 4, 4)), voxel_size=(82.0,) * 3, origin=(1, 2, 3), metadata=meta)
     geo = fine_geometry(lr, (2, 2, 2), gain=gain, offset=c)
     assert geo["voxel_size"] == (41.0, 41.0, 41.0) and geo["origin"] == (1.0, 2.0, 3.0)
     out = geo["metadata"]

@@ -1,4 +1,4 @@
-"""Bone metrics: PSNR, Otsu/DICE, morphometry (BV/TV, TV, Euler, Betti, Conn.D), Tb.*, DA.
+"""Bone metrics: PSNR, Otsu/DICE, morphometry (BV/TV, TV, Euler, Betti, Conn.D), BMD, Tb.*, DA.
 
 :func:`measure` measures them all at once, in memory or chunk by chunk (one
 engine, :mod:`boneframe.metrics.measure`); each metric is a
@@ -15,6 +15,7 @@ from boneframe.metrics.components import (
     ComponentCount,
     Components,
 )
+from boneframe.metrics.density import BoneMineralDensity
 from boneframe.metrics.measure import DEFAULT_METRICS, STRUCTURE_METRICS, measure
 from boneframe.metrics.morphometry import (
     EULER,
@@ -41,6 +42,7 @@ from boneframe.metrics.morphometry import (
     total_volume_mm3,
 )
 from boneframe.metrics.psnr import PSNR, psnr
+from boneframe.metrics.region import REGION, RegionVoxels
 from boneframe.metrics.segmentation import (
     OTSU_BINS,
     Dice,
@@ -55,6 +57,7 @@ from boneframe.metrics.segmentation import (
 )
 from boneframe.metrics.thickness import local_thickness, thickness_map
 from boneframe.metrics.thickness_blocks import local_thickness_map, thickness_statistics
+from boneframe.metrics.thresholds import otsu_of
 from boneframe.metrics.trabecular import (
     BONE_THICKNESS,
     MARROW_THICKNESS,
@@ -74,6 +77,7 @@ BUILTIN_METRICS: list[type] = [
     Dice,
     BoneVolumeFraction,
     TotalVolume,
+    BoneMineralDensity,
     EulerCharacteristic,
     Betti0,
     Betti1,
@@ -107,6 +111,7 @@ __all__ = [
     "Betti1",
     "Betti2",
     "BoneEuler",
+    "BoneMineralDensity",
     "BoneVolumeFraction",
     "ComponentCount",
     "Components",
@@ -120,6 +125,8 @@ __all__ = [
     "MilRatio",
     "Otsu",
     "PhaseThickness",
+    "REGION",
+    "RegionVoxels",
     "TotalVolume",
     "TrabecularNumber",
     "TrabecularSeparation",
@@ -147,6 +154,7 @@ __all__ = [
     "local_thickness_map",
     "measure",
     "otsu_from_histogram",
+    "otsu_of",
     "otsu_threshold",
     "psnr",
     "thickness_map",

@@ -109,6 +109,7 @@ def mil_fabric(
     lines: int = 2500,
     increment: float = 1.0,
     seed: int = 0,
+    mask: Any = None,
 ) -> Fabric:
     r"""MIL fabric tensor and degree of anisotropy of a binary volume.
 
@@ -126,6 +127,10 @@ def mil_fabric(
         Sampling step along a line (voxels).
     seed : int
         Seed of the directions and of the grids' offsets.
+    mask : array, optional
+        Only the lines' samples inside it count (non-zero inside; the volume's
+        shape): changes between two consecutive samples inside, length of the
+        samples inside (:mod:`boneframe.metrics.mil_masked`).
 
     Returns
     -------
@@ -151,7 +156,10 @@ def mil_fabric(
     >>> f.da > 0.9, bool(abs(f.eigenvectors[2, 2]) > 0.99)
     (True, True)
     """
+    region = None if mask is None else as_mask(mask, "mask")
     mask = as_mask(binary, "binary volume")
+    if region is not None and region.shape != mask.shape:
+        raise InputError(f"the mask must have the volume's shape {mask.shape}, got {region.shape}")
     if directions < 9:
         raise InputError(f"MIL needs at least 9 directions, got {directions}")
     if lines < 1:
@@ -164,9 +172,16 @@ def mil_fabric(
     dirs = sphere_directions(directions, seed)
     offsets = np.random.default_rng([seed, 1]).random((directions, 3))
     spacing = math.sqrt(sum(s * s for s in mask.shape)) / math.sqrt(lines)
-    changes, lengths = intercept_counts(
-        np.ascontiguousarray(mask), dirs, offsets, float(spacing), float(increment)
-    )
+    if region is None:
+        changes, lengths = intercept_counts(
+            np.ascontiguousarray(mask), dirs, offsets, float(spacing), float(increment)
+        )
+    else:
+        from boneframe.metrics.mil_masked import masked_intercept_counts
+
+        changes, lengths = masked_intercept_counts(
+            mask, region, dirs, offsets, float(spacing), float(increment)
+        )
     if np.count_nonzero(changes) < 6:
         raise InputError(
             "MIL found too few phase changes to fit a fabric tensor: "
@@ -224,6 +239,7 @@ class MilFabric(Quantity):
             lines=self.lines,
             increment=self.increment,
             seed=self.seed,
+            mask=data.mask,
         )
 
 
@@ -240,12 +256,15 @@ class MilParams(BaseModel):
 class DegreeOfAnisotropy(Metric):
     r"""DA = 1 − λmin/λmax of the MIL fabric tensor (BoneJ2's definition).
 
-    Computed in memory: a dask volume's bone is loaded whole for it.
+    Computed in memory: a dask volume's bone is loaded whole for it. Inside a
+    mask, only the lines' samples inside it count (the bone inside the mask,
+    its boundary no phase change).
     """
 
     Params = MilParams
     params: MilParams
     name: ClassVar[str] = "da"
+    uses_mask: ClassVar[bool] = True
     description: ClassVar[str] = "Degree of anisotropy 1 - λmin/λmax of the MIL fabric tensor"
 
     def fabric(self) -> MilFabric:

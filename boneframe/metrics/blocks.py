@@ -110,6 +110,8 @@ class VolumeBlocks:
     reference: Any = None
     mask: Any = None
     context: MetricContext | None = None
+    #: Bone given by a segmentation (same shape and blocks), instead of a threshold.
+    segmented: Any = None
 
     @classmethod
     def of(cls, volume: Any, reference: Any = None, mask: Any = None) -> VolumeBlocks:
@@ -197,6 +199,7 @@ class VolumeBlocks:
             volume=self.volume.rechunk(merged),
             reference=None if self.reference is None else self.reference.rechunk(merged),
             mask=None if self.mask is None else self.mask.rechunk(merged),
+            segmented=None if self.segmented is None else self.segmented.rechunk(merged),
         )
 
     def indices(self) -> list[tuple[int, ...]]:
@@ -223,14 +226,53 @@ class VolumeBlocks:
         """The same blocks, binarised with ``context.threshold`` (and the reference's)."""
         return replace(self, context=context)
 
+    def segmented_by(self, bone: Any) -> VolumeBlocks:
+        """The same blocks, whose bone is ``bone`` (a segmentation's, of the volume's
+        shape; cut into the volume's blocks) rather than ``volume > threshold``.
+
+        Raises
+        ------
+        InputError
+            If ``bone`` does not have the volume's shape.
+        """
+        if tuple(bone.shape) != self.shape:
+            raise InputError(
+                f"the segmentation must have the volume's shape: the volume is {self.shape}, "
+                f"the segmentation {tuple(bone.shape)}"
+            )
+        if self.lazy:
+            import dask.array as da
+
+            bone = (
+                bone.rechunk(self.volume.chunks)
+                if is_lazy(bone)
+                else da.from_array(np.asarray(bone), chunks=self.volume.chunks)
+            )
+        else:
+            bone = np.asarray(bone)
+        return replace(self, segmented=bone if bone.dtype == bool else bone != 0)
+
     @functools.cached_property
     def bone(self) -> Any:
-        """``volume > threshold`` (a boolean volume is its own bone); lazy on dask input."""
+        """The bone measured: ``volume > threshold`` (a boolean volume is its own bone,
+        a segmentation's bone replaces it), inside the mask when there is one; lazy on
+        dask input."""
         if self.context is None:
             raise InputError("the blocks are not binarised yet: no threshold")
-        if self.volume.dtype == bool:
-            return self.volume
-        return self.volume > self.context.threshold
+        if self.segmented is not None:
+            bone = self.segmented
+        elif self.volume.dtype == bool:
+            bone = self.volume
+        else:
+            bone = self.volume > self.context.threshold
+        return bone if self.mask is None else bone & self.mask
+
+    def marrow_in_mask(self) -> VolumeBlocks:
+        """Blocks whose bone is the marrow inside the mask (``mask & ~bone``): its
+        bone-phase thickness is the masked Tb.Sp (the marrow space limited to the mask)."""
+        if self.mask is None:
+            raise InputError("there is no mask: the marrow is the bone's complement")
+        return VolumeBlocks(self.mask & ~self.bone, context=self.context)
 
     def map_reduce(
         self,

@@ -17,6 +17,11 @@ active, runs them), in passes that each read every chunk once:
    its size in memory (as float) plus a bone mask, so on a dask volume they are
    measured only when named (by default they are reported as None, with why).
 
+With a mask the bone measured is ``bone & mask`` (the structure of the bone
+inside the mask) and the marrow's thickness is that of ``mask & ~bone``; with a
+segmentation strategy its bone replaces ``volume > threshold``
+(:meth:`~boneframe.metrics.blocks.VolumeBlocks.bone`).
+
 Integer counts are exact and the histogram rule is applied voxel by voxel, so
 the thresholds, χ, the Betti numbers, BV/TV, DICE and Conn.D are identical in
 memory and chunked; sums of floats (PSNR, Tb.Th) differ by rounding only.
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,16 +46,22 @@ from boneframe.interfaces import (
     MetricContext,
     MetricInput,
     Quantity,
+    Segmentation,
 )
 from boneframe.metrics.blocks import VolumeBlocks
-from boneframe.metrics.segmentation import (
-    OTSU_BINS,
-    Otsu,
-    histogram,
-    intensity_range,
-    otsu_from_histogram,
+from boneframe.metrics.inputs import (
+    NO_MASK,
+    WHOLE_VOLUME,
+    default_names,
+    mask_on_volume,
+    metric_of,
+    missing,
+    segmentation_of,
 )
-from boneframe.volume import as_triple
+from boneframe.metrics.segmentation import Otsu
+from boneframe.metrics.thresholds import thresholds
+from boneframe.metrics.trabecular import PhaseThickness
+from boneframe.volume import as_triple, as_volume
 
 #: Built-in metrics measured by default, in report order; ``otsu`` is reported
 #: as ``threshold`` unless a threshold is given.
@@ -99,6 +110,8 @@ def measure(
     reference_threshold: float | None = None,
     names: Sequence[str | Metric] | None = None,
     structure: bool = True,
+    segmentation: str | Segmentation | None = None,
+    segmentation_params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Bone metrics of ``volume`` (against ``reference``, inside ``mask``), by name.
 
@@ -110,10 +123,15 @@ def measure(
     reference : array or Volume, optional
         Ground truth of the same shape, for ``psnr`` and ``dice``.
     mask : array or Volume, optional
-        Non-zero inside the region measured (same shape). Honoured by the
-        metrics with ``uses_mask`` (``bv_tv``, ``tv_mm3``, ``psnr``, ``dice``);
-        the others are reported as None with a reason. Otsu's threshold is
-        taken over the whole volume.
+        Non-zero inside the region measured. A Volume mask of a Volume is put on
+        its grid by geometry (:func:`boneframe.masks.mask_on_grid`: a mask on
+        the HR-pQCT grid applies to a super-resolved volume); an array must have
+        the volume's shape. The metrics with ``uses_mask`` measure inside it:
+        BV/TV, TV, BMD, PSNR and DICE over its voxels; χ, the Betti numbers,
+        Conn.D (per mask volume), Tb.Th, Tb.Sp, Tb.N and DA of the bone inside
+        it (BoneJ's convention for a region: :mod:`boneframe.metrics.trabecular`).
+        The others (BoneJ's edge-corrected Conn.D) are reported as None with a
+        reason. Otsu's threshold is taken over the whole volume.
     voxel_size : float or three floats, optional
         Voxel size in µm (default: ``volume.voxel_size`` for a Volume).
     threshold, reference_threshold : float, optional
@@ -123,30 +141,40 @@ def measure(
         Registered metric names (plugins' included), in the order reported, or
         metric instances with their parameters (e.g.
         ``TrabecularNumber(model="plate")``), reported under their name.
-        Default: :data:`DEFAULT_METRICS`, then :data:`STRUCTURE_METRICS` when
-        ``structure``.
+        Default: :data:`DEFAULT_METRICS`, ``bmd`` for a calibrated Volume, then
+        :data:`STRUCTURE_METRICS` when ``structure``.
     structure : bool
         With the default names, also the trabecular structure metrics.
+    segmentation : str or Segmentation, optional
+        How the bone is told from the rest instead of ``volume > threshold``:
+        a registered segmentation (``"otsu"``, ``"gauss-threshold"``, a
+        plugin's) or an instance; then ``threshold`` is None in the result and
+        ``segmentation`` says which (name and parameters). The reference is
+        binarised as without one.
+    segmentation_params : mapping, optional
+        Parameters of a segmentation given by name.
 
     Returns
     -------
     dict
-        ``threshold``, ``reference_threshold`` (with a reference),
-        ``voxel_size_um`` (three floats or None), then each metric's value
-        (float, or None when it cannot be computed here) under its name
-        (``otsu`` only when a threshold is given, as it is the threshold
-        otherwise), ``units`` (``{name: unit}`` of every metric reported) and
-        ``skipped`` (``{name: reason}`` of those reported as None; always
-        present, empty when none is).
+        ``threshold``, ``segmentation`` (with one), ``reference_threshold``
+        (with a reference), ``voxel_size_um`` (three floats or None), then each
+        metric's value (float, or None when it cannot be computed here) under
+        its name (``otsu`` only when a threshold is given, as it is the
+        threshold otherwise), ``units`` (``{name: unit}`` of every metric
+        reported) and ``skipped`` (``{name: reason}`` of those reported as
+        None; always present, empty when none is).
 
     Raises
     ------
     InputError
         If an array is not a 3-D real array or holds NaN or infinity (where a
-        threshold is sought), the shapes differ, or a metric asked for in
-        ``names`` needs a reference or a voxel size that is not given.
+        threshold is sought), the shapes (or, for Volumes, the geometries of
+        the volume and the mask) do not match, both a threshold and a
+        segmentation are given, or a metric asked for in ``names`` needs a
+        reference, a voxel size or a calibration that is not given.
     PluginError
-        If a name is not a registered metric.
+        If a name is not a registered metric or segmentation.
 
     Examples
     --------
@@ -156,53 +184,58 @@ def measure(
     >>> m["bv_tv"], m["euler"], m["betti1"], m["units"]["tv_mm3"]
     (0.125, 1.0, 0.0, 'mm³')
     """
-    from boneframe.registry import get_registry
-
     if voxel_size is None:
         voxel_size = getattr(volume, "voxel_size", None)
     vs = None if voxel_size is None else as_triple(voxel_size, "voxel size")
     if vs is not None and min(vs) <= 0:
         raise InputError(f"voxel size must be positive, got {vs}")
+    seg = segmentation_of(segmentation, segmentation_params)
+    if seg is not None and threshold is not None:
+        raise InputError("give a threshold or a segmentation, not both")
+    mask = mask_on_volume(volume, mask)
     blocks = VolumeBlocks.of(volume, reference, mask)
     explicit = names is not None
-    wanted = list(names) if names is not None else _default_names(structure)
-    registry = get_registry()
+    wanted = list(names) if names is not None else _default_names(volume, structure)
     metrics: dict[str, Metric] = {}
     skipped: dict[str, str] = {}
     for asked in wanted:
-        metric = asked if isinstance(asked, Metric) else registry.create("metric", asked)
-        assert isinstance(metric, Metric)
+        metric = metric_of(asked, volume)
         name = metric.name
         if name in metrics:
             raise InputError(f"metric {name!r} is asked for twice")
-        reason = _missing(metric, reference is not None, vs is not None, mask is not None)
-        if reason and explicit and reason != _NO_MASK:
+        reason = missing(metric, reference is not None, vs is not None, mask is not None)
+        if reason and explicit and reason != NO_MASK:
             raise InputError(f"metric {name!r} {reason}")
         if not reason and not explicit and blocks.lazy and not metric.has_block_form():
-            reason = _WHOLE_VOLUME
+            reason = WHOLE_VOLUME
         metrics[name] = metric
         if reason:
             skipped[name] = reason
 
     otsu_asked = any(isinstance(m, Otsu) for n, m in metrics.items() if n not in skipped)
-    context = _thresholds(
+    context = thresholds(
         blocks,
         threshold,
         reference_threshold,
-        need_otsu=threshold is None or otsu_asked,
+        need_otsu=(threshold is None and seg is None) or otsu_asked,
         need_reference=reference is not None and reference_threshold is None,
     )
     context = replace(context, voxel_size=vs, masked=mask is not None)
+    blocks = blocks.binarised(context)
+    if seg is not None:
+        blocks = blocks.segmented_by(seg.segment(as_volume(volume, vs)))
     todo = {n: m for n, m in metrics.items() if n not in skipped}
-    values = _evaluate(blocks.binarised(context), todo, context)
+    values = _evaluate(blocks, todo, context)
 
-    out: dict[str, Any] = {"threshold": context.threshold}
+    out: dict[str, Any] = {"threshold": None if seg is not None else context.threshold}
+    if seg is not None:
+        out["segmentation"] = {"name": seg.name, **seg.params.model_dump()}
     if reference is not None:
         out["reference_threshold"] = context.reference_threshold
     out["voxel_size_um"] = vs
     units: dict[str, str] = {}
     for name, metric in metrics.items():
-        if name == "otsu" and threshold is None:
+        if name == "otsu" and threshold is None and seg is None:
             continue  # it is the threshold
         value = values.get(name, _Failed(skipped.get(name, "not computed")))
         if isinstance(value, _Failed):
@@ -216,77 +249,8 @@ def measure(
     return out
 
 
-def _default_names(structure: bool) -> list[str]:
-    return [*DEFAULT_METRICS, *(STRUCTURE_METRICS if structure else ())]
-
-
-_NO_MASK = "is not defined inside a mask yet"
-_WHOLE_VOLUME = (
-    "has no chunk-by-chunk form: name it to measure it on the volume loaded into memory"
-)
-
-
-def _missing(metric: Metric, has_reference: bool, has_voxel_size: bool, masked: bool) -> str:
-    """Why ``metric`` cannot run on these inputs ("" when it can)."""
-    if metric.needs_reference and not has_reference:
-        return "compares against a reference volume, and none is given"
-    if metric.needs_voxel_size and not has_voxel_size:
-        return "needs the voxel size (µm), and it is unknown"
-    if masked and not metric.uses_mask:
-        return _NO_MASK
-    return ""
-
-
-# -- passes 1 and 2: thresholds -------------------------------------------------------------
-def _ranges(volume: np.ndarray, reference: np.ndarray | None, of_volume: bool, of_ref: bool):
-    return (
-        intensity_range(volume) if of_volume else None,
-        intensity_range(reference) if of_ref and reference is not None else None,
-    )
-
-
-def _wider(x: Any, y: Any) -> Any:
-    return tuple(
-        None if a is None else (min(a[0], b[0]), max(a[1], b[1])) for a, b in zip(x, y, strict=True)
-    )
-
-
-def _histograms(volume: np.ndarray, reference: np.ndarray | None, vrange: Any, rrange: Any):
-    return (
-        None if vrange is None else histogram(volume, OTSU_BINS, vrange),
-        None if rrange is None or reference is None else histogram(reference, OTSU_BINS, rrange),
-    )
-
-
-def _thresholds(
-    blocks: VolumeBlocks,
-    threshold: float | None,
-    reference_threshold: float | None,
-    *,
-    need_otsu: bool,
-    need_reference: bool,
-) -> MetricContext:
-    """The context with the thresholds: given ones, Otsu's (two passes) for the others."""
-    otsu = reference_otsu = vrange = rrange = None
-    if need_otsu or need_reference:
-        vrange, rrange = blocks.map_values(_ranges, need_otsu, need_reference, combine=_wider)
-        hist, rhist = blocks.map_values(_histograms, vrange, rrange)
-        if need_otsu:
-            otsu = otsu_from_histogram(hist, vrange)
-        if need_reference:
-            reference_otsu = otsu_from_histogram(rhist, rrange)
-    t = float(threshold) if threshold is not None else float(otsu)  # type: ignore[arg-type]
-    rt = reference_threshold if reference_threshold is not None else reference_otsu
-    if blocks.reference is None:
-        rt = None
-    return MetricContext(
-        shape=blocks.shape,
-        threshold=t,
-        reference_threshold=None if rt is None else float(rt),
-        otsu=otsu,
-        value_range=vrange,
-        reference_range=rrange,
-    )
+def _default_names(volume: Any, structure: bool) -> list[str]:
+    return default_names(volume, DEFAULT_METRICS, STRUCTURE_METRICS if structure else ())
 
 
 # -- pass 3: the block forms -----------------------------------------------------------------
@@ -327,10 +291,15 @@ def _evaluate(
     """Each metric's value (or :class:`_Failed`), every quantity computed once."""
     quantities = list(dict.fromkeys(q for m in metrics.values() for q in m.quantities()))
     blockwise = [q for q in quantities if q.has_block_form()]
-    totals, values = _run_blocks(blocks, metrics, blockwise, context)
-    for q in blockwise:
+    marrow = [q for q in blockwise if blocks.mask is not None and _marrow_thickness(q)]
+    here = [q for q in blockwise if q not in marrow]
+    totals, values = _run_blocks(blocks, metrics, here, context)
+    for q in here:
         if q not in values:
             values[q] = _finish(q, totals[q], context)
+    for q in marrow:  # inside a mask: the bone-phase thickness of the marrow in the mask
+        assert isinstance(q, PhaseThickness)
+        values[q] = _phase_in_mask(blocks, q, context)
 
     fallback = [m for m in metrics.values() if not m.has_block_form()]
     in_memory = [q for q in quantities if not q.has_block_form()]
@@ -357,6 +326,20 @@ def _evaluate(
         else:
             out[name] = _call(m, data)
     return out
+
+
+def _marrow_thickness(q: Quantity) -> bool:
+    return isinstance(q, PhaseThickness) and q.phase == "marrow"
+
+
+def _phase_in_mask(blocks: VolumeBlocks, q: PhaseThickness, context: MetricContext) -> Any:
+    """The marrow's thickness summary inside the mask: the bone-phase thickness of
+    ``mask & ~bone`` (spheres that fit in the marrow and the mask)."""
+    as_bone = replace(q, phase="bone")
+    totals, failed = _run_blocks(blocks.marrow_in_mask(), {}, [as_bone], context)
+    if as_bone in failed:
+        return failed[as_bone]
+    return _finish(as_bone, totals[as_bone], context)
 
 
 def _run_blocks(
@@ -424,9 +407,10 @@ def _in_memory(
 ) -> MetricInput:
     """The volume in memory for the metrics without a block form (loads a dask volume).
 
-    The reference and the mask are loaded only when such a metric reads them.
+    The bone is the measurement's (a segmentation's, inside the mask); the
+    reference and the mask are loaded only when such a metric reads them.
     """
-    bone = None if blocks.lazy else blocks.bone
+    bone = blocks.bone  # the segmentation's, inside the mask: loaded with the volume
     return MetricInput(
         volume=np.asarray(blocks.volume),
         reference=np.asarray(blocks.reference)

@@ -37,6 +37,7 @@ from boneframe.metrics.components import (
     MARROW_COMPONENTS,
     count_components_of,
 )
+from boneframe.metrics.region import REGION, region_mm3
 from boneframe.volume import as_triple
 
 #: ``(at_low, at_high)`` per axis: which faces of a block lie on the volume's border.
@@ -410,6 +411,7 @@ class EulerCharacteristic(Metric):
 
     name: ClassVar[str] = "euler"
     description: ClassVar[str] = "Euler characteristic of the bone (26-connected)"
+    uses_mask: ClassVar[bool] = True  # of the bone inside the mask
     requires: ClassVar[tuple[Quantity, ...]] = (EULER,)
 
     def finish(self, total: None, context: MetricContext) -> float:
@@ -421,6 +423,7 @@ class Betti0(Metric):
 
     name: ClassVar[str] = "betti0"
     description: ClassVar[str] = "number of bone components (26-connected)"
+    uses_mask: ClassVar[bool] = True  # of the bone inside the mask
     requires: ClassVar[tuple[Quantity, ...]] = (BONE_COMPONENTS,)
 
     def finish(self, total: None, context: MetricContext) -> float:
@@ -432,6 +435,7 @@ class Betti1(Metric):
 
     name: ClassVar[str] = "betti1"
     description: ClassVar[str] = "connectivity (tunnels): betti0 + betti2 - euler"
+    uses_mask: ClassVar[bool] = True  # of the bone inside the mask
     requires: ClassVar[tuple[Quantity, ...]] = (EULER, BONE_COMPONENTS, MARROW_COMPONENTS)
 
     def finish(self, total: None, context: MetricContext) -> float:
@@ -443,6 +447,7 @@ class Betti2(Metric):
 
     name: ClassVar[str] = "betti2"
     description: ClassVar[str] = "number of enclosed marrow cavities (6-connected)"
+    uses_mask: ClassVar[bool] = True  # of the bone inside the mask
     requires: ClassVar[tuple[Quantity, ...]] = (MARROW_COMPONENTS,)
 
     def finish(self, total: None, context: MetricContext) -> float:
@@ -450,16 +455,21 @@ class Betti2(Metric):
 
 
 class ConnectivityDensity(Metric):
-    r"""Conn.D :math:`= \beta_1 / TV` (1/mm³), the paper's connectivity density."""
+    r"""Conn.D :math:`= \beta_1 / TV` (1/mm³), the paper's connectivity density.
+
+    With a mask, :math:`\beta_1` of the bone inside the mask over the mask's volume
+    (no correction at the mask's boundary).
+    """
 
     name: ClassVar[str] = "conn_d"
     description: ClassVar[str] = "connectivity density betti1 / total volume (1/mm³)"
     needs_voxel_size: ClassVar[bool] = True
+    uses_mask: ClassVar[bool] = True
     unit: ClassVar[str] = "1/mm³"
-    requires: ClassVar[tuple[Quantity, ...]] = (EULER, BONE_COMPONENTS, MARROW_COMPONENTS)
+    requires: ClassVar[tuple[Quantity, ...]] = (EULER, BONE_COMPONENTS, MARROW_COMPONENTS, REGION)
 
     def finish(self, total: None, context: MetricContext) -> float:
-        return float(_betti1(context) / context.volume_mm3)
+        return float(_betti1(context) / region_mm3(context))
 
 
 class ConnectivityDensityBoneJ(Metric):

@@ -14,6 +14,15 @@ nor Parfitt's plate model :math:`\mathrm{BV/TV} / \mathrm{Tb.Th}` [1]_, which
 ``tb_n`` offers with ``model="plate"``; the three agree for parallel plates
 and differ on real bone.
 
+**Inside a mask** (BoneJ's convention for a region of interest: the image is
+cleared outside the region before *Thickness* runs, as Scanco's IPL masks the
+segmented image by the VOI): Tb.Th is the local thickness of the bone inside
+the mask, ``bone & mask``, whose spheres fit in that bone; Tb.Sp is the local
+thickness of the marrow inside the mask, ``~bone & mask``, whose spheres fit in
+the marrow *and* the mask, so the marrow space ends at the mask's boundary;
+Tb.N's plate model takes BV/TV over the mask. Outside the mask is neither
+phase; the volume's border is still not a phase boundary.
+
 References
 ----------
 .. [1] Parfitt A. M. et al. (1983). Relationships between surface, volume,
@@ -68,12 +77,15 @@ class PhaseThickness(Quantity):
 
 @dataclass(frozen=True)
 class BoneFraction(Quantity):
-    """BV/TV of the whole volume (for Tb.N's plate model)."""
+    """BV/TV of the volume, or inside the mask (for Tb.N's plate model)."""
 
     def block(self, b: MetricBlock) -> tuple[int, int]:
-        return int(np.count_nonzero(b.bone)), b.bone.size
+        voxels = b.bone.size if b.mask is None else int(np.count_nonzero(b.mask))
+        return int(np.count_nonzero(b.bone)), voxels
 
     def finish(self, total: tuple[int, int], context: MetricContext) -> float:
+        if total[1] == 0:
+            raise InputError("the mask is empty: BV/TV has no voxels to count")
         return total[0] / total[1]
 
 
@@ -96,6 +108,7 @@ class _PhaseStatistic(Metric):
     """A statistic (µm) of a phase's local thickness map."""
 
     needs_voxel_size: ClassVar[bool] = True
+    uses_mask: ClassVar[bool] = True  # the phase inside the mask (see the module's notes)
     unit: ClassVar[str] = "µm"
     thickness: ClassVar[PhaseThickness] = BONE_THICKNESS
     statistic: ClassVar[str] = "mean"
@@ -171,6 +184,7 @@ class TrabecularNumber(Metric):
     name: ClassVar[str] = "tb_n"
     description: ClassVar[str] = "Trabecular number Tb.N = 1/(Tb.Th + Tb.Sp) (1/mm)"
     needs_voxel_size: ClassVar[bool] = True
+    uses_mask: ClassVar[bool] = True
     unit: ClassVar[str] = "1/mm"
 
     def quantities(self) -> tuple[Quantity, ...]:

@@ -1,8 +1,25 @@
-"""Segmentation strategies: how bone is told from the rest of a volume."""
+"""Segmentation strategies: how bone is told from the rest of a volume.
+
+``otsu`` (:class:`OtsuSegmentation`): Otsu's threshold of the whole volume, the
+paper's and ``measure``'s default. ``gauss-threshold`` (:class:`GaussThreshold`):
+Gaussian smoothing then a fixed threshold in mg HA/cm³, HR-pQCT's standard
+evaluation, for calibrated scans (:data:`PUBLISHED_DEFAULTS`). Both work on
+numpy and dask volumes (dask: chunk by chunk, equal to in memory).
+"""
 
 from __future__ import annotations
 
 from boneframe.interfaces import Segmentation
+from boneframe.segmentation.gauss import PUBLISHED_DEFAULTS, GaussThreshold, smooth
+from boneframe.segmentation.otsu import OtsuSegmentation
 
 #: The built-in segmentations, registered by :mod:`boneframe.builtins`.
-BUILTIN_SEGMENTATIONS: tuple[type[Segmentation], ...] = ()
+BUILTIN_SEGMENTATIONS: tuple[type[Segmentation], ...] = (OtsuSegmentation, GaussThreshold)
+
+__all__ = [
+    "BUILTIN_SEGMENTATIONS",
+    "PUBLISHED_DEFAULTS",
+    "GaussThreshold",
+    "OtsuSegmentation",
+    "smooth",
+]
