@@ -19,6 +19,18 @@ from boneframe.volume import Volume
 #: The density unit boneframe reports.
 DENSITY_UNIT = "mg HA/cm³"
 
+#: Metadata keys of a scan's calibration: every volume format keeps them (in the
+#: file, or in the sidecar of formats that cannot).
+CALIBRATION_KEYS = (
+    "calibration_slope",
+    "calibration_intercept",
+    "calibration_unit",
+    "mu_scaling",
+    "mu_water_per_cm",
+    "hu_slope",
+    "hu_intercept",
+)
+
 
 def calibration(volume: Volume) -> tuple[float, float] | None:
     """``(slope, intercept)`` of a calibrated volume (density = value * slope +

@@ -568,6 +568,68 @@ def metrics(
     Console().print(table)
 
 
+# --------------------------------------------------------------------------- contour
+@app.command()
+def contour(
+    ctx: typer.Context,
+    scan: Annotated[Path, typer.Argument(help="Calibrated HR-pQCT scan (AIM, NIfTI, zarr, ...).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the three masks.")],
+    format: Annotated[
+        str | None,
+        typer.Option(help="Mask format: aim, nii, nii.gz, zarr, npy or tif (default: the scan's)."),
+    ] = None,
+    method: Annotated[str, typer.Option(help="Contouring strategy.")] = "dual-threshold",
+    param: Annotated[
+        list[str] | None, typer.Option(help="Strategy parameter KEY=VALUE (e.g. bones=all).")
+    ] = None,
+    voxel_size: Annotated[str | None, typer.Option(help="Override voxel size, µm.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+) -> None:
+    """Periosteal, trabecular and cortical masks of a scan (uint8, the scan's geometry).
+
+    The dual-threshold method of Buie et al. (2007) with IPL's defaults; see
+    `boneframe plugins` for the strategies and their parameters.
+    """
+    import numpy as np
+
+    from boneframe.compartments import contour as contour_scan
+    from boneframe.io import atomic_path, read_volume, write_volume
+
+    suffix = _mask_suffix(scan, format)
+    _check_outputs(ctx, out, overwrite, volume=False)
+    vs = parse_triple(voxel_size, "--voxel-size")
+    vol = read_volume(scan, vs, require_voxel_size=True)
+    masks = contour_scan(vol, method, _params(param) or None)
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        tmp.mkdir()
+        for name, mask in masks.items():
+            write_volume(mask, tmp / f"{name}{suffix}")
+    voxel_mm3 = float(np.prod(vol.require_voxel_size())) * 1e-9
+    for name, mask in masks.items():
+        count = int(np.count_nonzero(mask.data))
+        typer.echo(f"{out / (name + suffix)}: {count} voxels, {count * voxel_mm3:.1f} mm³")
+
+
+#: ``--format`` names of the mask files ``contour`` writes.
+_MASK_FORMATS = {"aim": ".aim", "nii": ".nii", "nii.gz": ".nii.gz", "zarr": ".zarr",
+                 "npy": ".npy", "tif": ".tif", "tiff": ".tif"}  # fmt: skip
+
+
+def _mask_suffix(scan: Path, format: str | None) -> str:
+    """The file suffix of the masks: ``format``'s, else the scan's (``.aim;1`` as ``.aim``)."""
+    if format is not None:
+        key = format.lower().lstrip(".")
+        if key not in _MASK_FORMATS:
+            known = ", ".join(sorted(_MASK_FORMATS))
+            raise InputError(f"--format {format!r} is not a mask format; choose {known}")
+        return _MASK_FORMATS[key]
+    name = scan.name.lower()
+    for suffix in sorted(set(_MASK_FORMATS.values()), key=len, reverse=True):
+        if name.endswith(suffix) or name.endswith(suffix + ";1"):
+            return suffix
+    raise InputError(f"{scan.name}: the masks need a --format (aim, nii.gz, zarr, npy, tif)")
+
+
 # --------------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(

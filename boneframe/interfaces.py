@@ -623,6 +623,9 @@ class VolumeFormat(Strategy):
     #: The format keeps ``Volume.metadata`` inside the volume (zarr attributes);
     #: otherwise metadata goes to a JSON sidecar.
     holds_metadata: ClassVar[bool] = False
+    #: The format keeps a scan's density calibration in the file itself (AIM's
+    #: processing log); otherwise it goes to the sidecar with the geometry.
+    holds_calibration: ClassVar[bool] = False
     #: ``read`` takes its geometry and metadata from the sidecar itself (npy);
     #: otherwise :func:`boneframe.io.read_volume` adds the sidecar's metadata.
     reads_sidecar: ClassVar[bool] = False

@@ -367,6 +367,13 @@ def radius_section(
             trab[z][sd_e < 0] = 1
             labels[z][inside] = b + 1
         density[z] = value
+    edge = labels[:, [0, -1], :].any() or labels[:, :, [0, -1]].any()
+    if edge:
+        raise InputError(
+            f"the bones do not fit in {ny} x {nx} voxels of {voxel_size:g} µm "
+            f"({ny * vox:.1f} x {nx * vox:.1f} mm) with radius_width {radius_width:g} mm"
+            f"{' and the ulna' if ulna else ''}: give more rows and columns or a smaller radius"
+        )
     sigma = blur / voxel_size
     if sigma > 0:
         ndimage.gaussian_filter(density, sigma, output=density, mode="nearest", truncate=3.0)

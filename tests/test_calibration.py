@@ -76,3 +76,18 @@ def test_a_calibrated_aim_reads_back_in_mg_ha_per_cm3(tmp_path):
     back = read_volume(path)
     assert calibration(back) == pytest.approx((SLOPE, INTERCEPT), rel=1e-6)
     np.testing.assert_allclose(to_density(back).data, to_density(s).data, rtol=1e-5, atol=0.01)
+
+
+@pytest.mark.parametrize("ext", ["npy", "zarr", "nii.gz", "tif"])
+def test_every_format_keeps_a_scans_calibration(tmp_path, ext) -> None:
+    # a calibrated AIM converted to another format stays calibrated (npy, NIfTI and
+    # TIFF keep it in the sidecar, zarr in its attributes)
+    from boneframe.io import read_volume, write_volume
+
+    meta = {"calibration_slope": 0.19574, "calibration_intercept": -391.2,
+            "calibration_unit": "mg HA/ccm", "mu_scaling": 8192.0, "site": "radius"}  # fmt: skip
+    vol = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), voxel_size=82.0, metadata=meta)
+    back = read_volume(write_volume(vol, tmp_path / f"scan.{ext}"))
+    for key in ("calibration_slope", "calibration_intercept", "calibration_unit", "mu_scaling"):
+        assert back.metadata[key] == meta[key], key
+    np.testing.assert_array_equal(to_density(back).numpy(), to_density(vol).numpy())

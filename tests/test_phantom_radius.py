@@ -111,3 +111,10 @@ def test_bad_parameters_refused(kwargs):
     args = {"shape": (2, 64, 64), "voxel_size": 164.0, **kwargs}
     with pytest.raises(InputError):
         radius_section(**args)
+
+
+def test_a_field_too_small_for_the_bones_is_refused() -> None:
+    # 400² voxels of 82 µm cut the default radius and ulna at the image's edge
+    with pytest.raises(InputError, match="do not fit"):
+        radius_section((1, 400, 400))
+    assert radius_section((1, 400, 400), ulna=False, radius_width=16.0).scan.shape == (1, 400, 400)

@@ -28,11 +28,13 @@ Keep = Literal["largest", "all"]
 
 @dataclass(frozen=True)
 class Bone:
-    """One bone: its voxels within ``box`` (a crop of the scan)."""
+    """One bone: its voxels within ``box`` (a crop of the scan), and the in-plane margin
+    the scan's sides cut off that crop (``((top, bottom), (left, right))`` voxels)."""
 
     box: Box
     mask: np.ndarray
     voxels: int
+    cut: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
 
 
 def _grown(box: Box, margin: int, shape: tuple[int, ...]) -> Box:
@@ -87,5 +89,9 @@ def find_bones(mask: np.ndarray, keep: Keep, min_fraction: float, margin: int) -
         # cc3d's bounding boxes follow the array's axes: slices (axis 0, 1, 2)
         tight = tuple(stats["bounding_boxes"][int(k)])
         box = _grown(tight, margin, mask.shape)  # type: ignore[arg-type]
-        bones.append(Bone(box, labels[box] == k, int(counts[k])))
+        cut = tuple(
+            (margin - (t.start - b.start), margin - (b.stop - t.stop))
+            for t, b in zip(tight[1:], box[1:], strict=True)
+        )
+        bones.append(Bone(box, labels[box] == k, int(counts[k]), cut))  # type: ignore[arg-type]
     return bones

@@ -103,11 +103,16 @@ class DualThreshold(Contouring):
             cortex = smoothed(volume, bone.box, p.endo_sigma, p.endo_support, p.units)
             cortex = cortex > p.endo_threshold
             peri_box, trab_box = peri_out[bone.box], trab_out[bone.box]
+            # a bone near the scan's side: its crop is padded with background to the
+            # full margin, so that closings there act as they do elsewhere
+            cut = bone.cut
+            keep = tuple(slice(a, a + n) for (a, _), n in zip(cut, peri_box.shape[1:], strict=True))
             for k in range(bone.mask.shape[0]):
-                peri = periosteal(bone.mask[k], high[k], p)
-                trab = trabecular(peri, cortex[k], p)
-                peri_box[k] |= peri.view(np.uint8)
-                trab_box[k] |= trab.view(np.uint8)
+                m, hk, ck = (np.pad(a[k], cut) for a in (bone.mask, high, cortex))
+                peri = periosteal(m, hk, p)
+                trab = trabecular(peri, ck, p)
+                peri_box[k] |= peri[keep].view(np.uint8)
+                trab_box[k] |= trab[keep].view(np.uint8)
         trab_out &= peri_out
         cort_out = peri_out - trab_out
         masks = {"periosteal": peri_out, "trabecular": trab_out, "cortical": cort_out}

@@ -194,6 +194,11 @@ def write_volume(
     if not fmt.can_write():
         raise VolumeIOError(f"{p}: format {fmt.name} is read-only")
     side = fmt.sidecar(vol)
+    calibration = _calibration(vol, fmt)
+    if calibration:
+        from boneframe.io.geometry import geometry_to_json
+
+        side = {**geometry_to_json(vol), **(side or {}), **calibration}
     if sidecar is not None:
         from boneframe.io.geometry import geometry_to_json
 
@@ -225,6 +230,15 @@ def write_volume(
     except Exception as exc:
         raise VolumeIOError(f"cannot write {p} as {fmt.name}: {exc}") from exc
     return p
+
+
+def _calibration(volume: Volume, fmt: VolumeFormat) -> dict[str, Any]:
+    """The volume's calibration keys, for a format that keeps them only in a sidecar."""
+    if fmt.holds_metadata or fmt.holds_calibration:
+        return {}
+    from boneframe.calibration import CALIBRATION_KEYS
+
+    return {k: volume.metadata[k] for k in CALIBRATION_KEYS if k in volume.metadata}
 
 
 def _why(path: Path) -> str:

@@ -289,6 +289,7 @@ class DicomSeriesFormat(VolumeFormat):
     name: ClassVar[str] = "dicom"
     extensions: ClassVar[tuple[str, ...]] = (".dcm", ".dicom")
     is_directory: ClassVar[bool] = True
+    holds_calibration: ClassVar[bool] = True
 
     def read(self, path: Path) -> Volume:
         pydicom = import_pydicom()

@@ -279,6 +279,7 @@ class AimFormat(VolumeFormat):
 
     name: ClassVar[str] = "aim"
     extensions: ClassVar[tuple[str, ...]] = (".aim", ".aim;1")
+    holds_calibration: ClassVar[bool] = True
 
     def read(self, path: Path) -> Volume:
         aimio = import_aimio()
