@@ -8,6 +8,11 @@ high-resolution values that kernel tap ``k`` weighs at voxel ``i``, so that
 adjoint, by pruned FFTs. A box of the valid region is a block of rows, so sums
 over boxes that tile the region give the whole problem's :math:`X^\top w` and
 :math:`X^\top X` (:mod:`boneframe.kernel.boxes`).
+
+The FFT correlations (:meth:`ValidDesign.blur`, :meth:`ValidDesign.correlate`)
+are array-API code: with ``xp`` a GPU namespace (CuPy, see
+:mod:`boneframe.device`) the crop's transform stays on the device and they run
+there; the Gram matrix is host BLAS.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
+from boneframe.device import array_namespace, fft_functions, namespace, to_device, to_numpy
 from boneframe.errors import InputError
 from boneframe.operators import LinearOperator
 
@@ -40,6 +46,12 @@ def _lag_dft(lags: int, length: int) -> np.ndarray:
     return out
 
 
+def _is_array(x: Any) -> bool:
+    from array_api_compat import is_array_api_obj
+
+    return bool(is_array_api_obj(x))
+
+
 def _per_axis(values: Sequence[Any], key: Any) -> tuple[Any, ...]:
     return tuple(key(*v) for v in zip(*values, strict=True))
 
@@ -57,6 +69,10 @@ class ValidDesign(LinearOperator):
         Odd kernel support.
     p : 3 ints
         Decimation factor.
+    xp : array namespace, optional
+        Where the FFT correlations run (default: the namespace of ``crop``, numpy
+        for a numpy crop; CuPy for a GPU). :meth:`blur` and :meth:`correlate`
+        return numpy for numpy input, else arrays of ``xp``.
 
     Notes
     -----
@@ -71,81 +87,109 @@ class ValidDesign(LinearOperator):
     (:mod:`boneframe.kernel.boxes`).
     """
 
-    def __init__(self, crop: np.ndarray, support: Sequence[int], p: Sequence[int]):
+    def __init__(
+        self, crop: Any, support: Sequence[int], p: Sequence[int], *, xp: Any = None
+    ):
         self.support = tuple(int(k) for k in support)
         self.p = tuple(int(q) for q in p)
         self.radius = tuple(k // 2 for k in self.support)
-        self.f = crop
+        xp = array_namespace(crop) if xp is None else namespace(xp)
+        self.f = to_numpy(crop)  # the Gram matrix is host BLAS
         self.span = tuple(m - 2 * r for m, r in zip(crop.shape, self.radius, strict=True))
         if min(self.span) < 1:
             raise InputError(f"crop {crop.shape} is smaller than the kernel support {support}")
         self.lr_shape = _per_axis((self.span, self.p), lambda s, q: (s - 1) // q + 1)
         super().__init__(self.support, self.lr_shape, np.float64)
         self.fft_shape = tuple(scipy.fft.next_fast_len(m, real=True) for m in crop.shape)
-        self.f_hat = scipy.fft.rfftn(crop, self.fft_shape, workers=-1)
-        self._blurred: list[tuple[np.ndarray, np.ndarray]] = []
+        # the namespace is the transform's (no module is kept: a design is pickled)
+        self.f_hat = fft_functions(xp).rfftn(
+            to_device(crop, xp), s=self.fft_shape, axes=(0, 1, 2)
+        )
+        self._blurred: list[tuple[np.ndarray, Any]] = []
+
+    @property
+    def xp(self) -> Any:
+        """The array namespace of the FFT correlations."""
+        return array_namespace(self.f_hat)
 
     def _matvec(self, x: Any) -> Any:
-        return self.blur(np.asarray(x)).copy()
+        out = self.blur(x)
+        return self.xp.asarray(out, copy=True) if not isinstance(out, np.ndarray) else out.copy()
 
     def _rmatvec(self, y: Any) -> Any:
-        return self.correlate(np.asarray(y, dtype=np.float64))
+        return self.correlate(y)
 
-    def blur(self, h: np.ndarray) -> np.ndarray:
+    def _output(self, out: Any, like: Any) -> Any:
+        """``out`` back in the kind of the input ``like`` (numpy for numpy input)."""
+        if isinstance(like, np.ndarray) or not _is_array(like):
+            return np.asarray(to_numpy(out))
+        return out
+
+    def blur(self, h: Any) -> Any:
         """``X h``: ``U(h * f)`` on the box (read-only; the last two are kept, since
         one evaluation of a similarity reduces over the box several times).
 
         Pruned FFTs: the kernel's transform skips its zero rows, the inverse
         transform keeps only the decimated valid outputs after each axis.
         """
-        h = np.asarray(h, dtype=np.float64)
+        key = np.asarray(to_numpy(h), dtype=np.float64)
         for hc, out in self._blurred:
-            if hc.shape == h.shape and np.array_equal(hc, h):
-                return out
-        out = self._blur(h)
-        out.flags.writeable = False
-        self._blurred = [(h.copy(), out), *self._blurred[:1]]
-        return out
+            if hc.shape == key.shape and np.array_equal(hc, key):
+                return self._output(out, h)
+        out = self._blur(key)
+        if isinstance(out, np.ndarray):
+            out.flags.writeable = False
+        self._blurred = [(key.copy(), out), *self._blurred[:1]]
+        return self._output(out, h)
 
-    def _blur(self, h: np.ndarray) -> np.ndarray:
-        (l0, l1, l2), w = self.fft_shape, -1
-        spec = scipy.fft.rfft(h, n=l2, axis=2, workers=w)
-        spec = scipy.fft.fft(spec, n=l1, axis=1, workers=w)
-        spec = scipy.fft.fft(spec, n=l0, axis=0, workers=w)
+    def _blur(self, h: np.ndarray) -> Any:
+        xp = self.xp
+        fft = fft_functions(xp)
+        (l0, l1, l2) = self.fft_shape
+        spec = fft.rfft(to_device(h, xp), n=l2, axis=2)
+        spec = fft.fft(spec, n=l1, axis=1)
+        spec = fft.fft(spec, n=l0, axis=0)
         spec *= self.f_hat  # in place: the largest array of the pass
         (r0, r1, r2), (s0, s1, s2), (q0, q1, q2) = self.radius, self.span, self.p
-        spec = scipy.fft.ifft(spec, axis=0, workers=w, overwrite_x=True)
-        spec = spec[2 * r0 : 2 * r0 + s0 : q0]
-        spec = scipy.fft.ifft(spec, axis=1, workers=w)[:, 2 * r1 : 2 * r1 + s1 : q1]
-        return scipy.fft.irfft(spec, n=l2, axis=2, workers=w)[..., 2 * r2 : 2 * r2 + s2 : q2]
+        spec = fft.ifft(spec, axis=0, overwrite=True)
+        spec = spec[2 * r0 : 2 * r0 + s0 : q0, ...]
+        spec = fft.ifft(spec, axis=1)[:, 2 * r1 : 2 * r1 + s1 : q1, :]
+        return fft.irfft(spec, n=l2, axis=2)[..., 2 * r2 : 2 * r2 + s2 : q2]
 
-    def correlate(self, w: np.ndarray) -> np.ndarray:
+    def correlate(self, w: Any) -> Any:
         """``X^T w``: the ``K^3`` lags of ``f ⋆ U^T w`` (valid correlation).
 
         ``U^T w`` is transformed axis by axis, zero-filling one axis at a time so
         that empty rows are never transformed; only the ``K`` lags wanted per
         axis are carried through the inverse transform.
         """
+        xp = self.xp
+        fft = fft_functions(xp)
         (l0, l1, l2), (s0, s1, s2), (q0, q1, q2) = self.fft_shape, self.span, self.p
-        (k0, k1, k2), workers = self.support, -1
+        k0, k1, k2 = self.support
+        wd = to_device(w, xp, np.float64)
         # stuffed straight into the padded length: no copy inside the transform
-        stuffed = np.zeros((*w.shape[:2], l2))
-        stuffed[..., :s2:q2] = w
-        spec = scipy.fft.rfft(stuffed, axis=2, workers=workers)
-        stuffed = np.zeros((w.shape[0], l1, spec.shape[2]), dtype=spec.dtype)
-        stuffed[:, :s1:q1] = spec
-        spec = scipy.fft.fft(stuffed, axis=1, workers=workers, overwrite_x=True)
-        stuffed = np.zeros((l0, *spec.shape[1:]), dtype=spec.dtype)
-        stuffed[:s0:q0] = spec
-        spec = scipy.fft.fft(stuffed, axis=0, workers=workers, overwrite_x=True)
-        np.conjugate(spec, out=spec)
+        stuffed = xp.zeros((wd.shape[0], wd.shape[1], l2), dtype=xp.float64)
+        stuffed[..., :s2:q2] = wd
+        spec = fft.rfft(stuffed, axis=2)
+        stuffed = xp.zeros((wd.shape[0], l1, spec.shape[2]), dtype=spec.dtype)
+        stuffed[:, :s1:q1, :] = spec
+        spec = fft.fft(stuffed, axis=1, overwrite=True)
+        stuffed = xp.zeros((l0, *spec.shape[1:]), dtype=spec.dtype)
+        stuffed[:s0:q0, ...] = spec
+        spec = fft.fft(stuffed, axis=0, overwrite=True)
+        if isinstance(spec, np.ndarray):
+            np.conjugate(spec, out=spec)  # in place: the largest array of the pass
+        else:
+            spec = xp.conj(spec)
         spec *= self.f_hat
         # only K0 lags are wanted along axis 0: a K0 x L0 inverse DFT, not an FFT
         # of all L0 outputs (the largest array of the pass)
-        spec = (_lag_dft(k0, l0) @ spec.reshape(l0, -1)).reshape(k0, *spec.shape[1:])
-        spec = scipy.fft.ifft(spec, axis=1, workers=workers)[:, :k1]
-        corr = scipy.fft.irfft(spec, n=l2, axis=2, workers=workers)[..., :k2]
-        return corr[::-1, ::-1, ::-1]
+        lag = to_device(_lag_dft(k0, l0), xp)
+        spec = xp.reshape(lag @ xp.reshape(spec, (l0, -1)), (k0, *spec.shape[1:]))
+        spec = fft.ifft(spec, axis=1)[:, :k1, :]
+        corr = fft.irfft(spec, n=l2, axis=2)[..., :k2]
+        return self._output(xp.flip(corr), w)
 
     def gram(self) -> np.ndarray:
         r"""``X^T X`` over the box (float32 blocks summed in float64, symmetric).

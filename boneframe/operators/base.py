@@ -21,6 +21,7 @@ from numbers import Number
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_array_api_obj
 
 from boneframe.errors import InputError
 from boneframe.operators.geometry import is_dask
@@ -108,8 +109,8 @@ class LinearOperator(ABC):
         return f"{type(self).__name__}({self.shape_in} -> {self.shape_out}, {self.dtype})"
 
     def _check(self, x: Any, shape: tuple[int, ...], what: str) -> Any:
-        if not is_dask(x):
-            x = np.asarray(x)
+        if not is_dask(x) and not is_array_api_obj(x):
+            x = np.asarray(x)  # lists, scalars; numpy, CuPy, ... arrays are kept
         elif any(np.isnan(s) for s in x.shape):
             raise InputError(
                 f"{self!r}: the {what} has unknown chunk sizes; call compute_chunk_sizes() first"

@@ -5,6 +5,10 @@ the whole (padded periodically for ``boundary="periodic"``); on a dask volume
 :func:`dask.array.map_overlap` runs it on every chunk extended by a halo of the
 kernel radius, zeros or the periodic wrap beyond the volume, and trims the halo
 (the dask-image idiom): a chunked blur gives the in-memory numbers.
+
+:func:`blur_block` is :func:`scipy.signal.fftconvolve`'s ``"same"`` convolution
+written against the array API (the same transforms, sizes and crop: the same
+numbers on numpy), so a CuPy volume is blurred on its GPU with cuFFT.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.fft
-from scipy.signal import fftconvolve
 
+from boneframe.device import array_namespace, dtype_of, fft_functions, to_device
 from boneframe.errors import InputError
 from boneframe.operators.base import LinearOperator
 from boneframe.operators.crop import Crop
@@ -26,17 +30,40 @@ __all__ = ["Blur", "Boundary", "blur_block", "convolve", "convolve_adjoint"]
 Boundary = Literal["zero", "periodic"]
 
 
-def blur_block(
-    block: np.ndarray, kernel: np.ndarray, out_dtype: Any, workers: int = 1
-) -> np.ndarray:
+def blur_block(block: Any, kernel: np.ndarray, out_dtype: Any, workers: int = 1) -> Any:
     """``kernel * block`` with zeros beyond the block, shape of ``block`` (FFT).
 
     The one convolution every path of :class:`Blur` runs; ``workers`` threads of
-    :mod:`scipy.fft` (1 inside dask, whose tasks are the parallelism).
+    :mod:`scipy.fft` (1 inside dask, whose tasks are the parallelism). ``block``
+    may be any array-API array (CuPy: cuFFT); the result is of its kind.
+
+    Notes
+    -----
+    :func:`scipy.signal.fftconvolve` with ``mode="same"``: real transforms of
+    both padded to :func:`scipy.fft.next_fast_len` of the full size
+    ``n + K - 1``, their product transformed back and the centre ``n`` kept.
     """
-    with scipy.fft.set_workers(workers):
-        out = fftconvolve(block, kernel, mode="same")
-    return out.astype(out_dtype, copy=False)
+    xp = array_namespace(block)
+    fft = fft_functions(xp, workers)
+    if xp.isdtype(block.dtype, "integral"):
+        block = xp.astype(block, xp.float64)
+    k = to_device(kernel, xp)
+    full = [n + m - 1 for n, m in zip(block.shape, k.shape, strict=True)]
+    # axes of length 1 in either are left to broadcasting (no transform), as in scipy
+    axes = [a for a in range(block.ndim) if block.shape[a] != 1 and k.shape[a] != 1]
+    if axes:
+        fshape = [scipy.fft.next_fast_len(full[a], real=True) for a in axes]
+        spec = fft.rfftn(block, s=fshape, axes=axes)
+        spec = spec * fft.rfftn(k, s=fshape, axes=axes)
+        out = fft.irfftn(spec, s=fshape, axes=axes, overwrite=True)
+        del spec
+    else:
+        out = block * k
+    centre = tuple(
+        slice((m - n) // 2, (m - n) // 2 + n) for m, n in zip(full, block.shape, strict=True)
+    )
+    dtype = out_dtype if not isinstance(out_dtype, np.dtype) else dtype_of(xp, out_dtype)
+    return xp.astype(out[centre], dtype, copy=False)
 
 
 class Blur(LinearOperator):
@@ -113,13 +140,13 @@ class Blur(LinearOperator):
         return self._apply(y, self.flipped)
 
     def _apply(self, x: Any, kernel: np.ndarray) -> Any:
-        dtype = np.result_type(x.dtype, self.dtype)
         if is_dask(x):
-            return self._apply_dask(x, kernel, dtype)
+            return self._apply_dask(x, kernel, np.result_type(x.dtype, self.dtype))
+        xp = array_namespace(x)
+        dtype = xp.result_type(x.dtype, dtype_of(xp, self.dtype))
         if self.boundary == "zero":
             return blur_block(x, kernel, dtype, self.workers)
-        padded = np.pad(x, [(r, r) for r in self.radius], mode="wrap")
-        out = blur_block(padded, kernel, dtype, self.workers)
+        out = blur_block(_wrap(x, self.radius), kernel, dtype, self.workers)
         return out[tuple(slice(r, r + n) for r, n in zip(self.radius, self.shape_in, strict=True))]
 
     def _apply_dask(self, x: Any, kernel: np.ndarray, dtype: np.dtype) -> Any:
@@ -134,6 +161,19 @@ class Blur(LinearOperator):
             out_dtype=dtype,
         )
         return out if out.chunks == x.chunks else out.rechunk(x.chunks)
+
+
+def _wrap(x: Any, radius: Sequence[int]) -> Any:
+    """``x`` padded periodically by ``radius`` voxels per axis (``numpy.pad(mode="wrap")``,
+    in the array API: concatenations)."""
+    xp = array_namespace(x)
+    for axis, r in enumerate(radius):
+        if r:
+            n = x.shape[axis]
+            head = tuple(slice(n - r, n) if a == axis else slice(None) for a in range(x.ndim))
+            tail = tuple(slice(0, r) if a == axis else slice(None) for a in range(x.ndim))
+            x = xp.concat([x[head], x, x[tail]], axis=axis)
+    return x
 
 
 def _valid(h: np.ndarray, shape: Sequence[int]) -> Crop:

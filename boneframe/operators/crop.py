@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from boneframe.device import array_namespace
 from boneframe.errors import InputError
 from boneframe.operators.base import LinearOperator
 from boneframe.operators.geometry import as_shape, is_dask
@@ -56,6 +57,7 @@ class Crop(LinearOperator):
             import dask.array as da
 
             return da.pad(y, self.pad, mode="constant")
-        out = np.zeros(self.shape_in, dtype=y.dtype)
+        xp = array_namespace(y)
+        out = xp.zeros(self.shape_in, dtype=y.dtype)
         out[self.box] = y
         return out

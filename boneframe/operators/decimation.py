@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from boneframe.device import array_namespace
 from boneframe.errors import InputError
 from boneframe.operators.base import LinearOperator
 from boneframe.operators.geometry import Factor, as_factor, as_shape, decimated_shape, is_dask
@@ -73,7 +74,7 @@ def fill_block(
     """``U^T`` on one block: ``block`` on every ``p``-th voxel of zeros of ``shape``."""
     if shape is None:
         shape = block_info[None]["chunk-shape"]
-    out = np.zeros(tuple(shape), dtype=block.dtype)
+    out = array_namespace(block).zeros(tuple(shape), dtype=block.dtype)
     out[:: p[0], :: p[1], :: p[2]] = block
     return out
 
@@ -110,8 +111,8 @@ class Decimate(LinearOperator):
         super().__init__(shp, decimated_shape(shp, self.p), np.float32)
 
     def _matvec(self, x: Any) -> Any:
-        if not is_dask(x):
-            return np.ascontiguousarray(decimate_block(x, self.p))
+        if not is_dask(x):  # a copy (numpy, CuPy, ...): not a view of the HR array
+            return array_namespace(x).asarray(decimate_block(x, self.p), copy=True)
         x = check_chunks(x, self.p, rechunk=self.rechunk)
         chunks = tuple(
             tuple(-(-c // q) for c in axis) for axis, q in zip(x.chunks, self.p, strict=True)

@@ -5,8 +5,10 @@ assumption about what lies outside). ``boundary="periodic"``: wraps around, the
 form whose Fourier transform diagonalises ``D^T D`` (the exact ADMM f-step).
 
 Each axis is one function of the array (:func:`axis_difference`,
-:func:`axis_difference_adjoint`); on a dask volume it runs on every chunk with a
-one-voxel halo along that axis (the periodic wrap, or none at the volume's ends).
+:func:`axis_difference_adjoint`), written against the array API: numpy, CuPy or
+any array-API array gives an array of its own kind (see :mod:`boneframe.device`);
+on a dask volume it runs on every chunk with a one-voxel halo along that axis
+(the periodic wrap, or none at the volume's ends).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from boneframe.device import array_namespace, dtype_of
 from boneframe.errors import InputError
 from boneframe.operators.base import LinearOperator
 from boneframe.operators.geometry import as_shape, is_dask
@@ -33,31 +36,49 @@ __all__ = [
 Boundary = Literal["neumann", "periodic"]
 
 
+def _as_dtype(xp: Any, dtype: Any) -> Any:
+    """A numpy dtype as the same-named dtype of ``xp``; a dtype of ``xp`` as it is."""
+    try:
+        return dtype_of(xp, dtype)
+    except TypeError:  # not a numpy dtype: already one of xp's
+        return dtype
+
+
 def _cut(ndim: int, axis: int, part: slice) -> tuple[slice, ...]:
     index = [slice(None)] * ndim
     index[axis] = part
     return tuple(index)
 
 
-def axis_difference(x: np.ndarray, axis: int, *, periodic: bool, out_dtype: Any) -> np.ndarray:
-    """``x[i + 1] - x[i]`` along ``axis`` (last one: wrapped, or 0 for Neumann)."""
+def _result_dtype(xp: Any, dtype: Any, least: Any) -> Any:
+    """``numpy.result_type(dtype, least)`` as a dtype of ``xp`` (``least`` a numpy dtype)."""
+    return xp.result_type(dtype, dtype_of(xp, least))
+
+
+def axis_difference(x: Any, axis: int, *, periodic: bool, out_dtype: Any) -> Any:
+    """``x[i + 1] - x[i]`` along ``axis`` (last one: wrapped, or 0 for Neumann).
+
+    ``out_dtype``: a numpy dtype, or a dtype of the namespace of ``x``."""
+    xp = array_namespace(x)
+    dtype = _as_dtype(xp, out_dtype)
     if periodic:
-        return (np.roll(x, -1, axis=axis) - x).astype(out_dtype, copy=False)
-    out = np.zeros(x.shape, dtype=out_dtype)
+        return xp.astype(xp.roll(x, -1, axis=axis) - x, dtype, copy=False)
+    out = xp.zeros(x.shape, dtype=dtype)
     lo, hi = _cut(x.ndim, axis, slice(0, -1)), _cut(x.ndim, axis, slice(1, None))
     out[lo] = x[hi] - x[lo]
     return out
 
 
 def axis_difference_adjoint(
-    v: np.ndarray, axis: int, *, periodic: bool, out_dtype: Any, out: np.ndarray | None = None
-) -> np.ndarray:
+    v: Any, axis: int, *, periodic: bool, out_dtype: Any, out: Any = None
+) -> Any:
     """Adjoint of :func:`axis_difference`: ``v[i - 1] - v[i]`` (Neumann: ``-v[0]`` first,
     ``v[n - 2]`` last), added to ``out`` when given."""
+    xp = array_namespace(v)
     if out is None:
-        out = np.zeros(v.shape, dtype=out_dtype)
+        out = xp.zeros(v.shape, dtype=_as_dtype(xp, out_dtype))
     if periodic:
-        out += np.roll(v, 1, axis=axis) - v
+        out += xp.roll(v, 1, axis=axis) - v
         return out
     lo, hi = _cut(v.ndim, axis, slice(0, -1)), _cut(v.ndim, axis, slice(1, None))
     out[lo] -= v[lo]
@@ -100,26 +121,30 @@ class Gradient(LinearOperator):
         self.periodic = boundary == "periodic"
 
     def _matvec(self, x: Any) -> Any:
-        dtype = np.result_type(x.dtype, self.dtype)
         if not is_dask(x):
-            out = np.empty(self.shape_out, dtype=dtype)
+            xp = array_namespace(x)
+            dtype = _result_dtype(xp, x.dtype, self.dtype)
+            out = xp.empty(self.shape_out, dtype=dtype)
             for axis in range(x.ndim):
-                out[axis] = axis_difference(x, axis, periodic=self.periodic, out_dtype=dtype)
+                out[axis, ...] = axis_difference(x, axis, periodic=self.periodic, out_dtype=dtype)
             return out
         import dask.array as da
 
+        dtype = np.result_type(x.dtype, self.dtype)
         parts = [self._per_chunk(x, axis_difference, axis, dtype) for axis in range(x.ndim)]
         return da.stack(parts)
 
     def _rmatvec(self, v: Any) -> Any:
-        dtype = np.result_type(v.dtype, self.dtype)
         if not is_dask(v):
-            out = np.zeros(self.shape_in, dtype=dtype)
+            xp = array_namespace(v)
+            dtype = _result_dtype(xp, v.dtype, self.dtype)
+            out = xp.zeros(self.shape_in, dtype=dtype)
             for axis in range(v.shape[0]):
                 axis_difference_adjoint(
-                    v[axis], axis, periodic=self.periodic, out_dtype=dtype, out=out
+                    v[axis, ...], axis, periodic=self.periodic, out_dtype=dtype, out=out
                 )
             return out
+        dtype = np.result_type(v.dtype, self.dtype)
         parts = [
             self._per_chunk(v[axis], axis_difference_adjoint, axis, dtype)
             for axis in range(v.shape[0])

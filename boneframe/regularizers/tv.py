@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+from array_api_compat import is_array_api_obj
 from pydantic import BaseModel, ConfigDict, Field
 
+from boneframe.device import array_namespace
 from boneframe.errors import InputError
 from boneframe.interfaces import Regularizer
 
@@ -67,37 +69,60 @@ class TV(Regularizer):
     params: TVParams
     smooth: ClassVar[bool] = False
 
-    def penalty(self, v: np.ndarray) -> float:
-        r""":math:`\phi(v)`: the penalty of a gradient field ``v`` of shape ``(3, ...)``."""
+    def penalty(self, v: Any) -> float:
+        r""":math:`\phi(v)`: the penalty of a gradient field ``v`` of shape ``(3, ...)``
+        (numpy or any array-API array)."""
         cached = getattr(self, "_last_prox", None)
         if cached is not None and cached[0] is v:  # known from the shrinkage that made v
             return cached[1]
-        if self.params.anisotropic:
-            total = np.sum(np.abs(v), dtype=np.float64)
-        else:
-            total = np.sum(_norms(v), dtype=np.float64)
-        return float(self.params.weight * total)
+        if isinstance(v, np.ndarray) or not is_array_api_obj(v):
+            v = np.asarray(v)
+        xp = array_namespace(v)
+        terms = xp.abs(v) if self.params.anisotropic else _norms(v)
+        return float(self.params.weight * _sum64(terms))
 
-    def prox_penalty(self, v: np.ndarray, tau: float) -> np.ndarray:
-        """Shrinkage of a gradient field ``v`` (shape ``(3, ...)``), threshold ``tau * weight``."""
+    def prox_penalty(self, v: Any, tau: float) -> Any:
+        """Shrinkage of a gradient field ``v`` (shape ``(3, ...)``), threshold ``tau * weight``.
+
+        Array-API code: ``v`` of numpy, CuPy or any array-API namespace gives an
+        array of the same kind."""
         if tau < 0:
             raise InputError(f"the proximal step needs tau >= 0, got {tau}")
         t = tau * self.params.weight
+        if isinstance(v, np.ndarray) or not is_array_api_obj(v):
+            v = np.asarray(v)
+        xp = array_namespace(v)
         if self.params.anisotropic:
-            kept = np.maximum(np.abs(v) - t, 0)
-            out = np.sign(v) * kept
+            kept = xp.maximum(xp.abs(v) - t, 0.0)
+            out = xp.sign(v) * kept
         else:
             norm = _norms(v)
-            # max(1 - t/|v|, 0) written to stay finite where |v| = 0; |out_i| = max(|v_i| - t, 0)
-            kept = np.maximum(norm - t, 0)
-            scale = np.divide(kept, norm, out=np.zeros_like(kept), where=norm > 0)
-            out = v * scale.astype(v.dtype, copy=False)
+            # max(1 - t/|v|, 0) written to stay finite where |v| = 0 (kept is 0 there);
+            # |out_i| = max(|v_i| - t, 0)
+            kept = xp.maximum(norm - t, 0.0)
+            scale = kept / xp.where(norm > 0, norm, 1.0)
+            del norm
+            out = v * xp.astype(scale, v.dtype, copy=False)
         # ADMM asks for phi(out) next: it is the sum of the kept norms
-        self._last_prox = (out, float(self.params.weight * np.sum(kept, dtype=np.float64)))
+        self._last_prox = (out, float(self.params.weight * _sum64(kept)))
         return out
 
 
-def _norms(v: np.ndarray) -> np.ndarray:
+def _sum64(a: Any) -> float:
+    """The sum of a real array, accumulated in float64."""
+    if isinstance(a, np.ndarray):
+        return float(np.sum(a, dtype=np.float64))
+    xp = array_namespace(a)
+    return float(xp.sum(a, dtype=xp.float64))
+
+
+def _norms(v: Any) -> Any:
     """Euclidean norm over the first axis (the gradient components)."""
-    out = np.einsum("i...,i...->...", v, v)
-    return np.sqrt(out, out=out)
+    if isinstance(v, np.ndarray):  # one pass, no temporaries
+        out = np.einsum("i...,i...->...", v, v)
+        return np.sqrt(out, out=out)
+    xp = array_namespace(v)
+    out = v[0, ...] * v[0, ...]
+    for a in range(1, v.shape[0]):
+        out += v[a, ...] * v[a, ...]
+    return xp.sqrt(out)

@@ -6,8 +6,10 @@ import math
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
+from array_api_compat import is_array_api_obj
 from pydantic import BaseModel, ConfigDict, Field
 
+from boneframe.device import array_namespace, dtype_of, is_numpy_namespace, real_dot
 from boneframe.interfaces import Callback, Regularizer, Solver, SolverResult
 
 
@@ -152,36 +154,51 @@ class ADMM(Solver):
 
     def solve(self, problem: Any, x0: Any, callback: Callback | None = None) -> SolverResult:
         self.check_problem(problem)
-        if self.params.fused and _fusable(problem):
+        if self.params.fused and _fusable(problem, x0):
             return self._solve_fused(problem, x0, callback)
+        return self._solve_generic(problem, x0, callback)
+
+    def _solve_generic(self, problem: Any, x0: Any, callback: Callback | None) -> SolverResult:
+        """The iteration as array operations, in the namespace of ``x0`` (numpy, CuPy or
+        any array-API namespace the problem and regulariser accept)."""
         mu, beta = self.params.mu, self.params.beta
         reg = problem.regularizer
         phi = reg.penalty
-        x = np.asarray(x0)
+        x = x0 if is_array_api_obj(x0) else np.asarray(x0)
+        dtype = getattr(problem, "dtype", None)
+        if dtype is not None and np.dtype(dtype).kind == "f":  # the problem's precision
+            x = array_namespace(x).astype(x, dtype_of(array_namespace(x), dtype), copy=False)
         v = problem.gradient(x)
         # scaled multiplier y = lambda / beta: one pass fewer per update than lambda itself
-        y = np.zeros_like(v)
-        buf = np.empty_like(v)
-        dx = np.empty_like(v)
+        y = _zeros_like(v)
         history: list[dict[str, float]] = []
         converged, message = False, f"reached max_iter={self.params.max_iter}"
         it = 0
         for it in range(1, self.params.max_iter + 1):
-            x_new = problem.solve_split(np.subtract(v, y, out=buf), mu, beta)  # w = v - y
-            problem.gradient(x_new, out=dx)
+            x_new = problem.solve_split(v - y, mu, beta)  # w = v - y
+            dx = problem.gradient(x_new)
             reg_value = phi(dx)
             dx_norm = _norm(dx)
-            np.add(dx, y, out=buf)  # u = D x + y
-            v_old, v = v, reg.prox_penalty(buf, 1.0 / beta)
-            np.subtract(buf, v, out=y)  # y_new = u - v
-            gap = np.subtract(v, dx, out=dx)  # primal residual v - D x
+            y += dx  # u = D x + y
+            adapting = it <= self.params.adapt_iter
+            v_old = v if adapting else None
+            del v  # not kept past the shrinkage unless beta is adapted
+            v = reg.prox_penalty(y, 1.0 / beta)
+            if v is y:  # a proximal step that returned its input
+                v = _copy(y)
+            y -= v  # y_new = u - v
+            dx -= v  # minus the primal residual v - D x
+            gap = dx
 
-            change = _relative_change(_norm(np.subtract(x_new, x)), _norm(x_new))
+            step = x_new - x
+            change = _relative_change(_norm(step), _norm(x_new))
+            del step
             x = x_new
             data = 0.5 * mu * problem.residual_norm2(x)
             phi_v = phi(v)
-            gap2 = float(np.vdot(gap, gap).real)
-            lam_gap = beta * float(np.vdot(y, gap).real)
+            gap2 = _dot(gap, gap)
+            lam_gap = -beta * _dot(y, gap)
+            del gap, dx
             lagrangian = data + phi_v + 0.5 * beta * gap2 - lam_gap
             record = _record(data, reg_value, lagrangian, change, math.sqrt(gap2), dx_norm, beta)
             history.append(record)
@@ -191,7 +208,7 @@ class ADMM(Solver):
             if change <= self.params.tol:
                 converged, message = True, f"relative change {change:.3g} <= tol"
                 break
-            if it <= self.params.adapt_iter:
+            if v_old is not None:
                 v_old -= v
                 dual = beta * _norm(problem.gradient_adjoint(v_old))
                 factor = _balance(math.sqrt(gap2), dual, self.params.balance)
@@ -262,12 +279,15 @@ class ADMM(Solver):
         )
 
 
-def _fusable(problem: Any) -> bool:
-    """The fused passes apply: built-in TV, periodic differences, an f-step from ``D^T w``."""
+def _fusable(problem: Any, x0: Any) -> bool:
+    """The fused passes apply: numpy arrays, built-in TV, periodic differences, an f-step
+    from ``D^T w``."""
     from boneframe.regularizers.tv import TV
 
     return (
-        type(problem.regularizer) is TV
+        (isinstance(x0, np.ndarray) or not is_array_api_obj(x0))
+        and is_numpy_namespace(getattr(problem, "xp", np))
+        and type(problem.regularizer) is TV
         and np.dtype(getattr(problem, "dtype", "O")) in (np.float32, np.float64)
         and bool(getattr(problem, "periodic_differences", False))
         and callable(getattr(problem, "solve_split_adjoint", None))
@@ -312,5 +332,18 @@ def _balance(primal: float, dual: float, rule: str = "sqrt") -> float:
     return 2.0 if primal > 10.0 * dual else 0.5
 
 
-def _norm(a: np.ndarray) -> float:
-    return math.sqrt(float(np.vdot(a, a).real))
+def _dot(a: Any, b: Any) -> float:
+    """``<a, b>`` of two real arrays of one namespace."""
+    return real_dot(a, b)
+
+
+def _norm(a: Any) -> float:
+    return math.sqrt(_dot(a, a))
+
+
+def _zeros_like(a: Any) -> Any:
+    return array_namespace(a).zeros_like(a)
+
+
+def _copy(a: Any) -> Any:
+    return array_namespace(a).asarray(a, copy=True)

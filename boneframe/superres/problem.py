@@ -5,14 +5,28 @@ forward differences and the exact Fourier f-step of
 :class:`boneframe.fourier_solve.FourierNormalSolver` (Zhao et al., IEEE TIP
 2016). :meth:`SuperResolutionProblem.from_scan` normalises and pads a scan so
 that the paper's parameters apply at any grey scale.
+
+The arrays of the solve live in the array namespace of ``g`` (numpy, or CuPy
+for ``device="cuda"``, see :mod:`boneframe.device`): the f-step, the differences
+and TV's shrinkage are array-API code; ADMM's compiled passes run on numpy only.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import scipy.fft
 from numpy.typing import DTypeLike
 
+from boneframe.device import (
+    array_namespace,
+    array_namespace_for,
+    device_of,
+    is_numpy_namespace,
+    to_device,
+    to_numpy,
+)
 from boneframe.fourier_solve import FourierNormalSolver
 from boneframe.interfaces import Regularizer
 from boneframe.operators import Factor, Gradient, as_factor, check_kernel
@@ -59,8 +73,10 @@ class SuperResolutionProblem:
 
     Parameters
     ----------
-    g : ndarray
-        LR volume (already offset-corrected, padded and scaled as wished).
+    g : array
+        LR volume (already offset-corrected, padded and scaled as wished): numpy,
+        CuPy or any array-API array with the ``fft`` extension; the problem's
+        arrays live in its namespace.
     kernel : ndarray
         The blurring kernel ``h``.
     p : int or sequence of int
@@ -70,12 +86,18 @@ class SuperResolutionProblem:
     dtype : numpy dtype
         Working precision.
     workers : int
-        FFT threads (``-1``: all cores).
-    solver : str
-        Registered solver accepting a ``SplitProblem`` (``"admm"``).
-    solver_params : mapping, optional
-        Further solver parameters (e.g. ``{"adapt_iter": 0}`` for the paper's
-        plain ADMM); they override ``mu``, ``beta``, ``tol`` and ``max_iter``.
+        FFT threads (``-1``: all cores; numpy only).
+    device : {"cpu", "cuda"}, optional
+        Move ``g`` (and so the solve) to this device; default: where ``g`` is.
+
+    Attributes
+    ----------
+    xp : module
+        The array namespace of the solve (:mod:`array_api_compat`'s numpy for
+        numpy arrays); :meth:`initial_estimate` and the iterates are its arrays,
+        :meth:`estimate` returns numpy.
+    device : str
+        ``"cpu"``, ``"cuda"`` or the name of another array-API namespace.
     """
 
     #: ``D`` is the periodic forward difference (ADMM's compiled path relies on it).
@@ -90,17 +112,23 @@ class SuperResolutionProblem:
         *,
         dtype: DTypeLike = np.float32,
         workers: int = -1,
+        device: str | None = None,
     ):
         self.p = as_factor(p)
         self.dtype = np.dtype(dtype)
-        self.g = np.ascontiguousarray(g, dtype=self.dtype)
+        self.xp: Any = array_namespace(g) if device is None else array_namespace_for(device)
+        self.device = device_of(self.xp)
+        if is_numpy_namespace(self.xp):
+            self.g = np.ascontiguousarray(to_numpy(g), dtype=self.dtype)
+        else:
+            self.g = to_device(g, self.xp, self.dtype)
         self.kernel = check_kernel(kernel)
         self.regularizer = regularizer
         self.workers = workers
         self.shape = tuple(n * q for n, q in zip(self.g.shape, self.p, strict=True))
         self._solver: FourierNormalSolver | None = None
-        self._g_spec: np.ndarray | None = None
-        self._last: tuple[np.ndarray, float] | None = None
+        self._g_spec: Any = None
+        self._last: tuple[Any, float] | None = None
         self._difference: Gradient | None = None
         #: set by :meth:`from_scan`: grey-level scale, LR padding, HR crop of the scan
         self.scale = 1.0
@@ -118,13 +146,15 @@ class SuperResolutionProblem:
         regularizer: Regularizer,
         workers: int = -1,
         scale: float | None = None,
+        device: str = "cpu",
     ) -> SuperResolutionProblem:
         """The normalised, padded problem :func:`super_resolve` solves for a scan ``g``.
 
         ``g / gain - offset`` is scaled by ``scale = GREY_RANGE / range`` (or
         by the given ``scale``) and reflect-padded by :func:`padding_width`
         (then up to FFT-friendly sizes); the kernel is divided by its gain.
-        :meth:`estimate` maps a solution back.
+        :meth:`estimate` maps a solution back. The normalisation runs on the host
+        (numpy); the padded volume is then moved to ``device``.
         """
         g = real_volume(g, "g")
         h = check_kernel(np.asarray(kernel, dtype=np.float64))
@@ -139,7 +169,7 @@ class SuperResolutionProblem:
         padded = [_fast_len(n + 2 * m, q) for n, m, q in zip(g.shape, pad, p3, strict=True)]
         widths = [(m, L - n - m) for n, m, L in zip(g.shape, pad, padded, strict=True)]
         g_n = np.pad((corrected * scale).astype(np.float32), widths, mode="reflect")
-        problem = cls(g_n, h / gain, p3, regularizer, workers=workers)
+        problem = cls(g_n, h / gain, p3, regularizer, workers=workers, device=device)
         problem.scale = scale
         problem.padding = pad
         problem.crop = tuple(
@@ -147,13 +177,15 @@ class SuperResolutionProblem:
         )
         return problem
 
-    def initial_estimate(self) -> np.ndarray:
-        """ADMM's starting point: :func:`upsample_spline` of the (normalised) ``g``."""
-        return upsample_spline(self.g, self.p)
+    def initial_estimate(self) -> Any:
+        """ADMM's starting point: :func:`upsample_spline` of the (normalised) ``g``
+        (computed on the host; an array of the problem's namespace and precision)."""
+        return to_device(upsample_spline(to_numpy(self.g), self.p), self.xp, self.dtype)
 
-    def estimate(self, x: np.ndarray) -> np.ndarray:
-        """A solution ``x`` cropped to the scan's HR grid, in its grey scale (float32)."""
-        return (x[self.crop] / self.scale).astype(np.float32)
+    def estimate(self, x: Any) -> np.ndarray:
+        """A solution ``x`` cropped to the scan's HR grid, in its grey scale (numpy
+        float32; only the crop leaves the device)."""
+        return to_numpy(x[self.crop] / self.scale).astype(np.float32)
 
     def _fourier(self, mu: float, beta: float) -> FourierNormalSolver:
         s = self._solver
@@ -166,6 +198,7 @@ class SuperResolutionProblem:
                 beta=beta,
                 dtype=self.dtype,
                 workers=self.workers,
+                xp=self.xp,
             )
             self._solver = s
             self._g_spec = s.lr_spectrum(self.g)
@@ -180,7 +213,7 @@ class SuperResolutionProblem:
             self._difference = Gradient(self.shape, "periodic")
         return self._difference
 
-    def gradient(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def gradient(self, x: Any, out: Any = None) -> Any:
         """``D x``, shape ``(3, *x.shape)`` (into ``out`` when given)."""
         dx = self.difference.matvec(x)
         if out is None:
@@ -188,15 +221,15 @@ class SuperResolutionProblem:
         out[...] = dx
         return out
 
-    def gradient_adjoint(self, v: np.ndarray) -> np.ndarray:
+    def gradient_adjoint(self, v: Any) -> Any:
         """``D^T v`` (minus the backward divergence)."""
         return self.difference.rmatvec(v)
 
-    def solve_split(self, w: np.ndarray, mu: float, beta: float) -> np.ndarray:
+    def solve_split(self, w: Any, mu: float, beta: float) -> Any:
         r"""Exact f-step: :math:`(\mu H^TU^TUH + \beta D^TD) f = \mu H^TU^T g + \beta D^T w`."""
         return self.solve_split_adjoint(self.gradient_adjoint(w), mu, beta)
 
-    def solve_split_adjoint(self, dtw: np.ndarray, mu: float, beta: float) -> np.ndarray:
+    def solve_split_adjoint(self, dtw: Any, mu: float, beta: float) -> Any:
         r"""The f-step of :meth:`solve_split` given :math:`D^T w` rather than ``w``.
 
         ADMM's compiled path (:mod:`boneframe.solvers.admm_kernels`) computes
@@ -207,20 +240,20 @@ class SuperResolutionProblem:
         """
         s = self._fourier(mu, beta)
         g_spec = self._g_spec if self._g_spec is not None else s.lr_spectrum(self.g)
-        spec = s.forward(np.asarray(dtw, dtype=self.dtype))
+        spec = s.forward(to_device(dtw, self.xp, self.dtype))
         r2 = s.solve_split_spectrum(spec, g_spec, beta)
         x = s.inverse(spec, overwrite=True)
         self._last = (x, r2)
         return x
 
-    def residual_norm2(self, x: np.ndarray) -> float:
+    def residual_norm2(self, x: Any) -> float:
         """``||U H x - g||²`` (reused from the last f-step when ``x`` is its result)."""
         if self._last is not None and x is self._last[0]:
             return self._last[1]
         s = self._solver or FourierNormalSolver(
-            self.kernel, self.shape, self.p, mu=1.0, beta=1.0, dtype=self.dtype
+            self.kernel, self.shape, self.p, mu=1.0, beta=1.0, dtype=self.dtype, xp=self.xp
         )
-        res = s.blurred_decimated(s.forward(np.asarray(x, dtype=self.dtype)))
+        res = s.blurred_decimated(s.forward(to_device(x, self.xp, self.dtype)))
         res -= s.lr_spectrum(self.g)
         return s.lr_norm2(res)
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from boneframe.compute import is_lazy
+from boneframe.device import array_namespace_for
 from boneframe.errors import InputError
 from boneframe.interfaces import Callback, Regularizer, Solver
 from boneframe.kernel.result import Kernel
@@ -152,6 +153,7 @@ def super_resolve(
     scale: float | None = None,
     block: int | Sequence[int] | None = None,
     halo: int | Sequence[int] | None = None,
+    device: str = "cpu",
 ) -> SuperResolution:
     r"""TV super-resolution by ADMM with the exact Fourier f-step (paper §3.1).
 
@@ -205,6 +207,12 @@ def super_resolve(
     block, halo : int or 3 ints, optional
         Block-wise solves: LR block side and halo (defaults in
         :mod:`boneframe.superres.blockwise`).
+    device : {"cpu", "cuda"}
+        Where the solve runs: ``"cpu"`` (numpy and the compiled passes, the
+        default) or ``"cuda"`` (CuPy on an NVIDIA GPU: ``g`` and the kernel's
+        spectra are moved there, ADMM runs its array-API iteration with cuFFT;
+        ``pip install 'boneframe[gpu]'``). The result is a numpy volume either
+        way; per-iteration metrics and callbacks get numpy estimates.
 
     Returns
     -------
@@ -214,7 +222,9 @@ def super_resolve(
     ------
     InputError
         Not a 3D real volume, NaN, a kernel of even support or zero gain, a
-        reference of the wrong shape, per-iteration metrics on a block-wise solve.
+        reference of the wrong shape, per-iteration metrics on a block-wise solve,
+        an unknown ``device``, ``device="cuda"`` without CuPy or a GPU or for a
+        block-wise solve.
 
     Notes
     -----
@@ -261,6 +271,7 @@ def super_resolve(
     >>> sr.volume.shape
     (16, 16, 16)
     """
+    array_namespace_for(device)  # an unknown device, or CUDA without CuPy: refused first
     k = as_kernel(kernel, offset, p)
     _check_grid(k, lr)
     h, p3, c = k.array, k.p, k.offset
@@ -275,6 +286,11 @@ def super_resolve(
     reg = _regularizer(regularizer)
     data = lr.data if isinstance(lr, Volume) else lr
     if is_lazy(data):
+        if device != "cpu":
+            raise InputError(
+                f"device={device!r} is not available for a lazy (zarr) volume, which is "
+                "solved block by block on the CPU: load it into memory or use device='cpu'"
+            )
         if reference is not None or metric_fn is not None or callback is not None:
             raise InputError(
                 "per-iteration metrics and callbacks need an in-memory volume: "
@@ -304,7 +320,7 @@ def super_resolve(
             ref, geometry["voxel_size"] or getattr(reference, "voxel_size", None)
         )
     problem = SuperResolutionProblem.from_scan(
-        g_arr, h, offset=c, p=p3, regularizer=reg, workers=workers, scale=scale
+        g_arr, h, offset=c, p=p3, regularizer=reg, workers=workers, scale=scale, device=device
     )
     estimate = problem.estimate
     wrapped: Callback | None = None
