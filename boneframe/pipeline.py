@@ -223,6 +223,7 @@ def run_sr_stage(
             callback=None if inputs.lr.is_lazy else cb,
             solver=stage.solver.name,
             solver_params=solver_params,
+            device="cpu" if inputs.lr.is_lazy else spec.compute.device,
         )
 
 

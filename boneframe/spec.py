@@ -219,6 +219,13 @@ class ComputeSpec(_Model):
         "--allow-remote-scheduler); the command line's --scheduler wins.",
     )
 
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu",
+        description="Where the super-resolutions of in-memory volumes run: cpu, or cuda "
+        "(CuPy on an NVIDIA GPU, pip install 'boneframe[gpu]'); zarr volumes are solved "
+        "block by block on the CPU.",
+    )
+
     @field_validator("scheduler")
     @classmethod
     def _scheduler_syntax(cls, value: str | None) -> str | None:

@@ -216,3 +216,19 @@ def test_runs_under_a_distributed_client(pair):
             names=ALL_NAMES,
         )
     assert_same(chunked, memory)
+
+
+def test_a_thin_stack_in_one_chunk_along_z_is_measured_as_in_memory(pair) -> None:
+    # a few HR-pQCT slices in one chunk along z, several in-plane: the halo of an axis
+    # that is one chunk is the border's zeros (padding), not a slice per block
+    vol, _ = pair
+    thin = vol[:6]
+    memory = measure(thin, voxel_size=41.0, names=["tb_th", "tb_sp", "bv_tv", "euler"])
+    lazy = da.from_array(thin, chunks=(6, 24, 24))
+    chunked = measure(lazy, voxel_size=41.0, names=["tb_th", "tb_sp", "bv_tv", "euler"])
+    for key in ("tb_th", "tb_sp", "bv_tv", "euler"):
+        assert chunked[key] == pytest.approx(memory[key], rel=1e-12), key
+    from boneframe.metrics.blocks import VolumeBlocks, _least_chunk
+
+    assert _least_chunk(VolumeBlocks.of(lazy).chunks) == 24
+    assert _least_chunk(((6,), (24,), (24,))) == math.inf

@@ -12,6 +12,7 @@ the mask are cut into the volume's chunks. Each pass reads every chunk once.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -74,6 +75,12 @@ def _block_task(
         grown_by=layout.halo,
     )
     return fn(block, *shared)
+
+
+def _least_chunk(chunks: tuple[tuple[int, ...], ...]) -> float:
+    """The thinnest chunk along the axes cut into several (a halo reaches no further);
+    infinite when every axis is one chunk."""
+    return min((min(c) for c in chunks if len(c) > 1), default=math.inf)
 
 
 def _merge_runs(sizes: tuple[int, ...], least: int) -> tuple[int, ...]:
@@ -191,9 +198,9 @@ class VolumeBlocks:
         is at least ``2 * halo`` thick) for the pass. The results do not depend
         on the blocks, only the cost does.
         """
-        if not self.lazy or min(min(c) for c in self.chunks) >= halo:
+        if not self.lazy or _least_chunk(self.chunks) >= halo:
             return self
-        merged = tuple(_merge_runs(c, 2 * int(halo)) for c in self.chunks)
+        merged = tuple(c if len(c) == 1 else _merge_runs(c, 2 * int(halo)) for c in self.chunks)
         return replace(
             self,
             volume=self.volume.rechunk(merged),
@@ -342,10 +349,17 @@ class VolumeBlocks:
         bone = self.bone
         if halo == 0:
             return bone.to_delayed(), False
-        if halo <= min(min(c) for c in self.chunks):
+        if halo <= _least_chunk(self.chunks):
             import dask.array as da
 
-            return da.overlap.overlap(bone, depth=halo, boundary=0).to_delayed(), True
+            # an axis of one chunk has no neighbours: its halo is the zeros of the border
+            single = [len(c) == 1 for c in self.chunks]
+            if any(single):
+                widths = [(halo, halo) if one else (0, 0) for one in single]
+                bone = da.pad(bone, widths, mode="constant", constant_values=False)
+                bone = bone.rechunk({ax: -1 for ax, one in enumerate(single) if one})
+            depth = {ax: 0 if one else halo for ax, one in enumerate(single)}
+            return da.overlap.overlap(bone, depth=depth, boundary=0).to_delayed(), True
         out: dict[tuple[int, ...], Any] = {}
         for idx in indices:
             box = tuple(

@@ -27,6 +27,7 @@ from boneframe.interfaces import Callback, Regularizer, Solver
 from boneframe.kernel.result import Kernel
 from boneframe.operators import Factor, as_factor, check_kernel
 from boneframe.superres.checks import real_volume
+from boneframe.superres.output import fine_geometry
 from boneframe.superres.problem import SuperResolutionProblem
 from boneframe.volume import Volume
 
@@ -64,6 +65,8 @@ class SuperResolution:
         Low-resolution voxels of reflect padding added before each face.
     block, halo : tuple of int or None
         Block-wise solves: the LR block side and halo per axis.
+    solved, blocks : int or None
+        With a mask: the blocks solved (those meeting it; 1 in memory) and in all.
     """
 
     volume: Volume
@@ -74,6 +77,8 @@ class SuperResolution:
     padding: tuple[int, int, int] = (0, 0, 0)
     block: tuple[int, int, int] | None = None
     halo: tuple[int, int, int] | None = None
+    solved: int | None = None
+    blocks: int | None = None
 
     @property
     def array(self) -> Any:
@@ -154,6 +159,7 @@ def super_resolve(
     block: int | Sequence[int] | None = None,
     halo: int | Sequence[int] | None = None,
     device: str = "cpu",
+    mask: Any = None,
 ) -> SuperResolution:
     r"""TV super-resolution by ADMM with the exact Fourier f-step (paper §3.1).
 
@@ -213,6 +219,15 @@ def super_resolve(
         spectra are moved there, ADMM runs its array-API iteration with cuFFT;
         ``pip install 'boneframe[gpu]'``). The result is a numpy volume either
         way; per-iteration metrics and callbacks get numpy estimates.
+    mask : Volume or array, optional
+        Where to super-resolve (e.g. the periosteal compartment of a whole
+        scan): a Volume is put on ``lr``'s grid by geometry
+        (:func:`boneframe.masks.mask_on_grid`), an array must have ``lr``'s
+        shape. Only the region within ``halo`` (default
+        :data:`~boneframe.superres.blockwise.DEFAULT_HALO`) LR voxels of the mask is
+        solved: in memory its bounding box, block-wise the blocks it meets, on the
+        whole scan's grey scale; the rest holds the spline upsampling of
+        ``g / gain - offset`` (:mod:`boneframe.superres.masked`).
 
     Returns
     -------
@@ -278,7 +293,8 @@ def super_resolve(
     gain = float(np.sum(h))
     if abs(gain) < 1e-12 * (float(np.sum(np.abs(h))) or 1.0):
         raise InputError("the kernel sums to zero: its gain must be non-zero")
-    geometry = _fine_geometry(lr, p3)
+    geometry = fine_geometry(lr, p3, gain, c)
+    region = None if mask is None else _mask_of(mask, lr)
     settings: dict[str, Any] = {"mu": mu, "beta": beta, "tol": tol}
     if max_iter is not None:
         settings["max_iter"] = max_iter
@@ -300,15 +316,23 @@ def super_resolve(
 
         blocks = super_resolve_blockwise(
             data, k, regularizer=reg, solver=solver, settings=settings, scale=scale,
-            block=block, halo=halo, workers=1 if workers == -1 else workers,
+            block=block, halo=halo, workers=1 if workers == -1 else workers, mask=region,
         )  # fmt: skip
         return SuperResolution(
             volume=Volume(blocks.volume, **geometry),
             scale=blocks.scale,
             block=blocks.block,
             halo=blocks.halo,
+            solved=blocks.solved,
+            blocks=blocks.blocks,
         )
     g_arr = real_volume(data, "the low-resolution volume")
+    if region is not None:
+        return _solve_inside(
+            g_arr, k, region, geometry, halo, reference=reference, metric_fn=metric_fn,
+            callback=callback, regularizer=reg, solver=solver, solver_params=settings,
+            workers=workers, scale=scale, device=device,
+        )  # fmt: skip
     hr_shape = tuple(n * q for n, q in zip(g_arr.shape, p3, strict=True))
     if reference is not None and metric_fn is None:
         ref = real_volume(reference, "the reference")
@@ -361,12 +385,67 @@ def _regularizer(regularizer: str | Regularizer) -> Regularizer:
     return reg
 
 
-def _fine_geometry(lr: Any, p: tuple[int, int, int]) -> dict[str, Any]:
-    """The high-resolution grid of a low-resolution Volume: voxel size divided by
-    ``p``, the same origin (HR voxel ``p i`` is LR voxel ``i``) and direction."""
-    if not isinstance(lr, Volume):
-        return {"voxel_size": None}
-    vs = None
-    if lr.voxel_size is not None:
-        vs = tuple(v / q for v, q in zip(lr.voxel_size, p, strict=True))
-    return {"voxel_size": vs, "origin": lr.origin, "direction": lr.direction}
+def _mask_of(mask: Any, lr: Any) -> Any:
+    """The mask on ``lr``'s grid (by geometry for two Volumes), as booleans."""
+    from boneframe.superres.masked import lr_mask
+
+    if isinstance(mask, Volume) and isinstance(lr, Volume):
+        from boneframe.masks import mask_on_grid
+
+        return mask_on_grid(mask, lr)
+    data = lr.data if isinstance(lr, Volume) else lr
+    return lr_mask(mask, tuple(int(n) for n in data.shape))
+
+
+def _solve_inside(
+    g: np.ndarray,
+    kernel: Kernel,
+    region: Any,
+    geometry: dict[str, Any],
+    halo: int | Sequence[int] | None,
+    **options: Any,
+) -> SuperResolution:
+    """An in-memory solve of the bounding box of ``region`` (grown by ``halo``) on the
+    whole scan's grey scale; outside it, the spline start."""
+    from boneframe.superres.blockwise import DEFAULT_HALO, _triple, grey_scale
+    from boneframe.superres.upsample import upsample_spline
+
+    inside = np.asarray(region, dtype=bool)
+    if not inside.any():
+        raise InputError("the mask is empty: there is nothing to super-resolve")
+    m3 = _triple(DEFAULT_HALO if halo is None else halo, "halo", 0)
+    p3, gain, c = kernel.p, float(np.sum(kernel.array)), kernel.offset
+    if options.get("scale") is None:
+        options["scale"] = grey_scale(g, kernel.array, offset=c)
+    coords = np.nonzero(inside)
+    box = tuple(
+        slice(max(int(x.min()) - m, 0), min(int(x.max()) + 1 + m, n))
+        for x, m, n in zip(coords, m3, g.shape, strict=True)
+    )
+    fine_box = tuple(slice(q * b.start, q * b.stop) for b, q in zip(box, p3, strict=True))
+    full = np.asarray(upsample_spline(g, p3, gain, c), dtype=np.float32)
+    reference = options.pop("reference", None)
+    metric_fn, callback = options.pop("metric_fn", None), options.pop("callback", None)
+    if reference is not None and metric_fn is None:
+        from boneframe.superres.iteration_metrics import iteration_metrics
+
+        ref = real_volume(reference, "the reference")
+        if ref.shape != full.shape:
+            raise InputError(f"the reference should have shape {full.shape}, got {ref.shape}")
+        metric_fn = iteration_metrics(ref, geometry["voxel_size"])
+    wrapped: Callback | None = None
+    if metric_fn is not None or callback is not None:
+
+        def wrapped(it: int, x: Any, record: dict[str, float]) -> bool | None:
+            whole = full.copy()
+            whole[fine_box] = x
+            if metric_fn is not None:
+                record.update({k: _number(v) for k, v in metric_fn(whole).items()})
+            return callback(it, whole, record) if callback is not None else None
+
+    settings = dict(options.pop("solver_params"))
+    part = super_resolve(
+        g[box], kernel, callback=wrapped, solver_params=settings, max_iter=None, **options
+    )
+    full[fine_box] = part.array
+    return replace(part, volume=Volume(full, **geometry), solved=1, blocks=1)
