@@ -268,6 +268,25 @@ def run_pipeline(
         return _run_stages(spec, out, overwrite, reporter)
 
 
+def _compartments(
+    spec: Any, inputs: Inputs, folder: Path, ext: str, reporter: Reporter
+) -> Volume | None:
+    """Contour the low-resolution scan (the spec's ``compartments``), write the masks
+    to ``compartments/``; the mask the metrics are measured in (or None)."""
+    if spec.compartments is None:
+        return None
+    from boneframe.compartments import contour
+
+    how = spec.compartments.contour
+    with reporter.stage(f"compartments ({how.name})"):
+        masks = contour(inputs.lr, how.name, how.params)
+    (folder / "compartments").mkdir()
+    for name, mask in masks.items():
+        write_volume(mask, folder / "compartments" / f"{name}{ext}")
+    which = spec.compartments.measure_in
+    return None if which is None else masks[which]
+
+
 def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter) -> PipelineResult:
     """The body of :func:`run_pipeline`, under its scheduler."""
     from boneframe.metrics import measure
@@ -294,6 +313,7 @@ def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter)
             f"inputs: high resolution {inputs.hr.shape} at {vs_hr[0]:g} µm, "
             f"low resolution {inputs.lr.shape}{lazy}"
         )
+        region = _compartments(spec, inputs, tmp, ext, reporter)
         kernel_report: dict[str, Any] = {}
         if inputs.true_kernel is not None:
             truth = Kernel(inputs.true_kernel, inputs.true_offset or 0.0, vs_hr, inputs.p)
@@ -340,6 +360,7 @@ def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter)
                     label: measure(
                         vol,
                         None if label == "hr" else inputs.hr,
+                        region,
                         threshold=spec.metrics.threshold,
                         structure=spec.metrics.structure,
                     )

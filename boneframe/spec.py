@@ -250,10 +250,27 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
         Similarity: TypeAlias = Any
         Regularizer: TypeAlias = Any
         Solver: TypeAlias = Any
+        Contouring: TypeAlias = Any
     else:
         Similarity = _strategy_union(registry, "similarity")
         Regularizer = _strategy_union(registry, "regularizer")
         Solver = _strategy_union(registry, "solver")
+        Contouring = _strategy_union(registry, "contour")
+
+    class CompartmentsSpec(_Model):
+        """The bone compartments of the low-resolution scan: contoured by a strategy,
+        written to ``compartments/``, and the region every volume is measured in."""
+
+        contour: Contouring = Field(
+            default_factory=lambda: {"name": "dual-threshold"},
+            description="Contouring strategy and its parameters (the scan must be "
+            "calibrated for density thresholds).",
+        )
+        measure_in: Literal["periosteal", "trabecular", "cortical"] | None = Field(
+            "trabecular",
+            description="Compartment the metrics are measured in (its mask on each "
+            "volume's grid, by geometry); null: the whole volume.",
+        )
 
     class KernelStage(_Model):
         """One kernel estimation (paper §2)."""
@@ -346,6 +363,9 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
         inputs: Inputs
         kernels: list[KernelStage] = Field(default_factory=list)
         superresolution: list[SuperResolutionStage] = Field(default_factory=list)
+        compartments: CompartmentsSpec | None = Field(
+            None, description="Contour the low-resolution scan into its compartments."
+        )
         metrics: MetricsSpec = Field(default_factory=MetricsSpec)
         outputs: OutputSpec = Field(default_factory=OutputSpec)
         compute: ComputeSpec = Field(default_factory=ComputeSpec)
