@@ -70,5 +70,6 @@ class TiffFormat(VolumeFormat):
             path,
             np.ascontiguousarray(data),
             metadata={"axes": "ZYX", "boneframe": geometry_to_json(volume)},
+            photometric="minisblack",  # a last axis of 3 or 4 voxels is not RGB(A)
             **kwargs,
         )
