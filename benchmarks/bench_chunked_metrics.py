@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _timing import best_time
 
 from boneframe.io import read_volume, write_volume
 from boneframe.metrics import measure
@@ -34,15 +34,6 @@ from boneframe.volume import Volume
 
 NAMES = ["psnr", "dice", "bv_tv", "tv_mm3", "euler", "betti0", "betti1", "betti2", "conn_d",
          "tb_th", "tb_sp", "tb_n"]  # fmt: skip
-
-
-def _best(fn: Any, repeat: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def main() -> None:
@@ -65,8 +56,8 @@ def main() -> None:
         lazy, lazy_ref, lazy_mask = (read_volume(p) for p in paths)
         print(f"== {n}³ voxels, zarr chunks {args.chunk}³, best of {args.repeat} ==")
         for label, extra, extra_lazy in (("whole volume", None, None), ("inside a ball", mask, lazy_mask)):  # noqa: E501
-            t_mem, a = _best(lambda e=extra: measure(vol, ref, e, names=NAMES), args.repeat)
-            t_zarr, b = _best(
+            t_mem, a = best_time(lambda e=extra: measure(vol, ref, e, names=NAMES), args.repeat)
+            t_zarr, b = best_time(
                 lambda e=extra_lazy: measure(lazy, lazy_ref, e, names=NAMES), args.repeat
             )
             worst = max(

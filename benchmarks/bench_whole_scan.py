@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
+from _timing import best_time
 
 from boneframe.kernel import Kernel
 from boneframe.phantom import simulate_pair
@@ -39,12 +39,6 @@ from boneframe.superres.blockwise import DEFAULT_HALO, super_resolve_blockwise
 
 #: The XtremeCT (first generation) scan: slices, rows, columns (82 µm voxels).
 XCT_SCAN = (110, 1536, 1536)
-
-
-def _timed(fn: Any) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def _blockwise(lr: np.ndarray, kernel: Kernel, block: int, settings: dict[str, Any]) -> Any:
@@ -85,9 +79,9 @@ def main() -> None:
     fixed = {"max_iter": args.iters, "tol": 0.0}
     super_resolve(lr[:16, :16, :16], kernel, max_iter=2)  # compile the passes
 
-    t_whole, _ = _timed(lambda: super_resolve(lr, kernel, max_iter=args.iters, tol=0.0))
+    t_whole, _ = best_time(lambda: super_resolve(lr, kernel, max_iter=args.iters, tol=0.0), 1)
     with dask.config.set(scheduler="threads"):
-        t_block, _ = _timed(lambda: _blockwise(lr, kernel, args.block, fixed).compute())
+        t_block, _ = best_time(lambda: _blockwise(lr, kernel, args.block, fixed).compute(), 1)
     per_whole = t_whole / voxels / args.iters * 1e9
     per_block = t_block / voxels / args.iters * 1e9
     print(f"== cost per HR voxel and iteration, {args.size}³ LR -> {2 * args.size}³ HR, "
@@ -98,7 +92,7 @@ def main() -> None:
           f"{per_block:7.1f} ns/voxel/it  -> {ratio:.2f} x the whole volume")  # fmt: skip
 
     with dask.config.set(scheduler="threads"):
-        t_conv, _ = _timed(lambda: _blockwise(lr, kernel, args.block, {}).compute())
+        t_conv, _ = best_time(lambda: _blockwise(lr, kernel, args.block, {}).compute(), 1)
     n_blocks = math.prod(math.ceil(n / args.block) for n in lr.shape)
     per_block_s = t_conv / n_blocks * 2  # two blocks at a time on the threaded scheduler
     print(f"block-wise to tol 1e-3: {t_conv:.2f} s for {n_blocks} blocks "
@@ -113,8 +107,8 @@ def main() -> None:
             with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                               dashboard_address=None) as cluster, Client(cluster):  # fmt: skip
                 _blockwise(lr[:32, :32, :32], kernel, 32, fixed).compute()  # warm the workers
-                times[workers], _ = _timed(
-                    lambda: _blockwise(lr, kernel, args.block, fixed).compute()
+                times[workers], _ = best_time(
+                    lambda: _blockwise(lr, kernel, args.block, fixed).compute(), 1
                 )
         speedup = times[1] / times[2]
         print(f"LocalCluster, 1 worker: {times[1]:.2f} s; 2 workers: {times[2]:.2f} s "
