@@ -427,9 +427,19 @@ def clean_and_mask(painted: np.ndarray, phase: np.ndarray, scale: float):
 
 
 # -- mean intercept length ---------------------------------------------------------
+#: Sample states of :func:`_intercepts`: marrow, bone, and outside the region measured.
+MARROW, BONE, OUTSIDE = 0, 1, 2
+
+
 @njit(cache=True, nogil=True)
-def _intercepts(binary, directions, grid_offsets, spacing, increment, changes, lengths, t0, t1):
-    n0, n1, n2 = binary.shape
+def _intercepts(
+    state, masked, directions, grid_offsets, spacing, increment, changes, lengths, t0, t1
+):
+    """Changes and lengths along the lines of the directions ``t0:t1`` (see
+    :func:`intercept_counts`). A sample whose ``state`` is ``OUTSIDE`` ends the run
+    of samples (no change counts across it); with ``masked`` the length is the
+    samples not outside times ``increment``, otherwise the lines' lengths in the box."""
+    n0, n1, n2 = state.shape
     size = np.array([n0, n1, n2], dtype=np.float64)
     centre = size / 2.0
     half = 0.5 * math.sqrt(n0 * n0 + n1 * n1 + n2 * n2)
@@ -446,6 +456,7 @@ def _intercepts(binary, directions, grid_offsets, spacing, increment, changes, l
             [d[1] * u[2] - d[2] * u[1], d[2] * u[0] - d[0] * u[2], d[0] * u[1] - d[1] * u[0]]
         )
         n_changes = 0
+        inside = 0
         length = 0.0
         for a in range(-steps, steps):
             for b in range(-steps, steps):
@@ -473,14 +484,18 @@ def _intercepts(binary, directions, grid_offsets, spacing, increment, changes, l
                     x0 = min(max(int(math.floor(p[0] + s * d[0])), 0), n0 - 1)
                     x1 = min(max(int(math.floor(p[1] + s * d[1])), 0), n1 - 1)
                     x2 = min(max(int(math.floor(p[2] + s * d[2])), 0), n2 - 1)
-                    current = 1 if binary[x0, x1, x2] else 0
-                    if previous >= 0 and current != previous:
-                        n_changes += 1
-                    previous = current
+                    current = state[x0, x1, x2]
+                    if current == OUTSIDE:
+                        previous = -1
+                    else:
+                        inside += 1
+                        if previous >= 0 and current != previous:
+                            n_changes += 1
+                        previous = current
                     s += increment
                 length += hi - lo
         changes[t] = n_changes
-        lengths[t] = length
+        lengths[t] = inside * increment if masked else length
 
 
 def intercept_counts(
@@ -502,13 +517,28 @@ def intercept_counts(
     ``increment`` between where it enters and leaves the volume, and a change
     between consecutive samples counts one intercept.
     """
+    state = np.ascontiguousarray(binary, dtype=bool).view(np.uint8)  # MARROW, BONE
+    return run_intercepts(state, False, directions, grid_offsets, spacing, increment)
+
+
+def run_intercepts(
+    state: np.ndarray,
+    masked: bool,
+    directions: np.ndarray,
+    grid_offsets: np.ndarray,
+    spacing: float,
+    increment: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_intercepts` over all directions (``state``: uint8 :data:`MARROW`,
+    :data:`BONE` or :data:`OUTSIDE` per voxel), on threads."""
     n = directions.shape[0]
     changes = np.zeros(n, dtype=np.int64)
     lengths = np.zeros(n)
     run_chunks(
         _intercepts,
         n,
-        np.ascontiguousarray(binary),
+        np.ascontiguousarray(state, dtype=np.uint8),
+        bool(masked),
         np.ascontiguousarray(directions, dtype=np.float64),
         np.ascontiguousarray(grid_offsets, dtype=np.float64),
         float(spacing),
