@@ -105,6 +105,53 @@ def _unit_gradient(v: Any, slope: Any, norm: Any) -> Any:
     return v * xp.astype(slope / xp.where(norm > 0, norm, 1.0), v.dtype, copy=False)
 
 
+# -- the shared form ----------------------------------------------------------------------
+class _NormPenalty(Regularizer):
+    r"""An isotropic penalty :math:`\sum_i \varphi(\|v_i\|)` of a field ``v`` of shape
+    ``(3, ...)``: subclasses give :meth:`_total` (the sum), :meth:`_slope`
+    (:math:`\varphi'`) and :meth:`prox_norm`; the proximal step keeps each ``v_i``'s
+    direction and maps its norm."""
+
+    smooth: ClassVar[bool] = False
+
+    def _total(self, t: Any) -> float:
+        """``sum phi(t)`` of an array of norms."""
+        raise NotImplementedError
+
+    def _slope(self, t: Any) -> Any:
+        """``phi'(t)`` of an array of norms (its value at 0+ at 0)."""
+        raise NotImplementedError
+
+    def prox_norm(self, r: Any, tau: float) -> Any:
+        """The minimiser over ``t >= 0`` of ``phi(t) + (t - r)² / (2 tau)``, each ``r``."""
+        raise NotImplementedError
+
+    def penalty(self, v: Any) -> float:
+        r""":math:`\sum_i \varphi(\|v_i\|)` of a field ``v`` of shape ``(3, ...)`` (numpy
+        or any array-API array)."""
+        cached = getattr(self, "_last_prox", None)
+        if cached is not None and cached[0] is v:
+            return cached[1]
+        return self._total(_norms(_as_array(v)))
+
+    def penalty_grad(self, v: Any) -> Any:
+        r""":math:`\varphi'(\|v_i\|)\; v_i/\|v_i\|` (0 where ``v_i = 0``)."""
+        v = _as_array(v)
+        norm = _norms(v)
+        return _unit_gradient(v, self._slope(norm), norm)
+
+    def prox_penalty(self, v: Any, tau: float) -> Any:
+        """Proximal step of ``tau * phi`` on a field ``v`` (shape ``(3, ...)``): each
+        ``v_i`` keeps its direction, its norm goes through :meth:`prox_norm`."""
+        _check_tau(tau)
+        v = _as_array(v)
+        norm = _norms(v)
+        kept = self.prox_norm(norm, tau)
+        out = _rescale(v, norm, kept)
+        self._last_prox = (out, self._total(kept))
+        return out
+
+
 # -- log-sum -------------------------------------------------------------------------------
 class LogTVParams(BaseModel):
     """Parameters of :class:`LogTV`."""
@@ -127,7 +174,7 @@ class LogTVParams(BaseModel):
     )  # fmt: skip
 
 
-class LogTV(Regularizer):
+class LogTV(_NormPenalty):
     r"""Log-sum penalty of the gradient magnitude: TV for small steps, logarithmic for large.
 
     Notes
@@ -189,15 +236,13 @@ class LogTV(Regularizer):
     )
     Params: ClassVar[type[BaseModel]] = LogTVParams
     params: LogTVParams
-    smooth: ClassVar[bool] = False
 
     @property
     def eps(self) -> float:
         """The edge scale in grey units: ``epsilon * 300``."""
         return self.params.epsilon * grey_range()
 
-    def _phi(self, t: Any) -> float:
-        """``sum phi(t)`` of an array of norms."""
+    def _total(self, t: Any) -> float:
         xp = array_namespace(t)
         w, kappa, eps = self.params.weight, self.params.tv_share, self.eps
         total = (1.0 - kappa) * eps * _sum64(xp.log1p(t / eps))
@@ -205,21 +250,9 @@ class LogTV(Regularizer):
             total += kappa * _sum64(t)
         return float(w * total)
 
-    def penalty(self, v: Any) -> float:
-        r""":math:`\sum_i \varphi(\|v_i\|)` of a field ``v`` of shape ``(3, ...)`` (numpy
-        or any array-API array)."""
-        cached = getattr(self, "_last_prox", None)
-        if cached is not None and cached[0] is v:
-            return cached[1]
-        return self._phi(_norms(_as_array(v)))
-
-    def penalty_grad(self, v: Any) -> Any:
-        r""":math:`\varphi'(\|v_i\|)\; v_i/\|v_i\|` (0 where ``v_i = 0``)."""
-        v = _as_array(v)
-        norm = _norms(v)
+    def _slope(self, t: Any) -> Any:
         w, kappa, eps = self.params.weight, self.params.tv_share, self.eps
-        slope = w * (kappa + (1.0 - kappa) * eps / (eps + norm))
-        return _unit_gradient(v, slope, norm)
+        return w * (kappa + (1.0 - kappa) * eps / (eps + t))
 
     def prox_norm(self, r: Any, tau: float) -> Any:
         """The proximal map on norms: the minimiser over ``t >= 0`` of
@@ -241,17 +274,6 @@ class LogTV(Regularizer):
         gain = a * eps * xp.log1p(root / eps) + root * (root - 2.0 * r) / (2.0 * tau)
         return xp.where(gain < 0, root, 0.0)
 
-    def prox_penalty(self, v: Any, tau: float) -> Any:
-        """Proximal step of ``tau * phi`` on a field ``v`` (shape ``(3, ...)``): each
-        ``v_i`` keeps its direction, its norm goes through :meth:`prox_norm`."""
-        _check_tau(tau)
-        v = _as_array(v)
-        norm = _norms(v)
-        kept = self.prox_norm(norm, tau)
-        out = _rescale(v, norm, kept)
-        self._last_prox = (out, self._phi(kept))
-        return out
-
 
 # -- minimax concave penalty ---------------------------------------------------------------
 class MCPTVParams(BaseModel):
@@ -270,7 +292,7 @@ class MCPTVParams(BaseModel):
     )  # fmt: skip
 
 
-class MCPTV(Regularizer):
+class MCPTV(_NormPenalty):
     r"""Minimax concave penalty of the gradient magnitude: no charge beyond a step height.
 
     Notes
@@ -322,34 +344,21 @@ class MCPTV(Regularizer):
     )
     Params: ClassVar[type[BaseModel]] = MCPTVParams
     params: MCPTVParams
-    smooth: ClassVar[bool] = False
 
     @property
     def height(self) -> float:
         """The step height in grey units: ``gamma * 300``."""
         return self.params.gamma * grey_range()
 
-    def _phi(self, t: Any) -> Any:
+    def _total(self, t: Any) -> float:
         xp = array_namespace(t)
         c = self.height
-        s = xp.minimum(t, c)
-        return s - s * s / (2.0 * c)
+        m = xp.minimum(t, c)
+        return float(self.params.weight * _sum64(m - m * m / (2.0 * c)))
 
-    def penalty(self, v: Any) -> float:
-        r""":math:`\sum_i \varphi(\|v_i\|)` of a field ``v`` of shape ``(3, ...)``."""
-        cached = getattr(self, "_last_prox", None)
-        if cached is not None and cached[0] is v:
-            return cached[1]
-        v = _as_array(v)
-        return float(self.params.weight * _sum64(self._phi(_norms(v))))
-
-    def penalty_grad(self, v: Any) -> Any:
-        r""":math:`w\max(1 - \|v_i\|/\gamma, 0)\; v_i/\|v_i\|` (0 where ``v_i = 0``)."""
-        v = _as_array(v)
-        xp = array_namespace(v)
-        norm = _norms(v)
-        slope = self.params.weight * xp.maximum(1.0 - norm / self.height, 0.0)
-        return _unit_gradient(v, slope, norm)
+    def _slope(self, t: Any) -> Any:
+        xp = array_namespace(t)
+        return self.params.weight * xp.maximum(1.0 - t / self.height, 0.0)
 
     def prox_norm(self, r: Any, tau: float) -> Any:
         """The proximal map on norms: the minimiser over ``t >= 0`` of
@@ -362,14 +371,3 @@ class MCPTV(Regularizer):
             firm = xp.maximum(r - t, 0.0) / (1.0 - t / c)
             return xp.where(r > c, r, firm)
         return xp.where(r * r > t * c, r, 0.0)  # hard threshold at sqrt(tau w gamma)
-
-    def prox_penalty(self, v: Any, tau: float) -> Any:
-        """Proximal step of ``tau * phi`` on a field ``v`` (shape ``(3, ...)``): each
-        ``v_i`` keeps its direction, its norm goes through :meth:`prox_norm`."""
-        _check_tau(tau)
-        v = _as_array(v)
-        norm = _norms(v)
-        kept = self.prox_norm(norm, tau)
-        out = _rescale(v, norm, kept)
-        self._last_prox = (out, float(self.params.weight * _sum64(self._phi(kept))))
-        return out
