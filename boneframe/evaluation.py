@@ -49,8 +49,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from boneframe.calibration import is_calibrated
 from boneframe.errors import InputError
 from boneframe.interfaces import COMPARTMENTS, Segmentation
@@ -143,7 +141,7 @@ def compartments_on(scan: Volume, masks: Mapping[str, Any]) -> dict[str, Any]:
         If fewer than two compartments are given, a name is unknown, or a mask
         does not fit the scan's grid.
     """
-    from boneframe.masks import mask_on_grid
+    from boneframe.masks import region_on
 
     unknown = sorted(set(masks) - set(COMPARTMENTS))
     if unknown:
@@ -152,16 +150,7 @@ def compartments_on(scan: Volume, masks: Mapping[str, Any]) -> dict[str, Any]:
     for name, mask in masks.items():
         if mask is None:
             continue
-        if isinstance(mask, Volume):
-            on[name] = mask_on_grid(mask, scan)
-        else:
-            data = np.asarray(mask) if not hasattr(mask, "shape") else mask
-            if tuple(data.shape) != scan.shape:
-                raise InputError(
-                    f"the {name} mask must have the scan's shape {scan.shape}, "
-                    f"got {tuple(data.shape)}"
-                )
-            on[name] = data if data.dtype == bool else data != 0
+        on[name] = region_on(mask, scan, what=f"the {name} mask", of="the scan")
     if len(on) < 2:
         raise InputError(
             f"give at least two of the masks {', '.join(COMPARTMENTS)}; got {sorted(on) or 'none'}"

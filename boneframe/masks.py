@@ -160,6 +160,32 @@ def mask_on_grid(mask: Volume, target: Volume, *, outside: Outside = "refuse") -
     return _lazy_take(_as_bool(mask.data), indices, None if full else inside, target.data.chunks)
 
 
+def region_on(
+    mask: Any, target: Any, *, what: str = "the mask", of: str = "the volume"
+) -> Any:
+    """``mask`` as booleans on ``target``'s voxels (non-zero inside).
+
+    Two Volumes: by geometry (:func:`mask_on_grid`; a scan's mask applies to its
+    super-resolution). Otherwise the mask's array (numpy or dask, as given), which
+    must have ``target``'s shape (``target``: a Volume, an array or a shape).
+
+    Raises
+    ------
+    InputError
+        If the grids do not fit, or an array's shape is not ``target``'s (the
+        message names ``what`` and ``of`` with both shapes).
+    """
+    if isinstance(mask, Volume) and isinstance(target, Volume):
+        return mask_on_grid(mask, target)
+    data = mask.data if isinstance(mask, Volume) else mask
+    if not hasattr(data, "shape"):
+        data = np.asarray(data)
+    shape = tuple(int(n) for n in (target if isinstance(target, tuple) else target.shape))
+    if tuple(data.shape) != shape:
+        raise InputError(f"{what} has shape {tuple(data.shape)}, {of} {shape}")
+    return _as_bool(data)
+
+
 def _outer(flags: list[np.ndarray]) -> np.ndarray:
     return flags[0][:, None, None] & flags[1][None, :, None] & flags[2][None, None, :]
 

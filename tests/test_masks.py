@@ -132,3 +132,25 @@ def test_a_gobj_contour_is_filled_on_the_scans_grid(tmp_path):
     # a mask on the scan's grid applies to its super-resolution too
     sr = Volume(np.zeros((20, 120, 160)), voxel_size=41.0, direction=ZYX)
     assert np.array_equal(read_mask(path, like=sr).data, repeat(mask.data, 2))
+
+
+def test_region_on_places_a_mask_or_checks_an_arrays_shape() -> None:
+    # one rule for segmentations, the evaluation and the masked super-resolution
+    from boneframe.evaluation import evaluate
+    from boneframe.masks import region_on
+    from boneframe.segmentation.region import restrict
+
+    vol = Volume(np.zeros((2, 4, 6)), voxel_size=(80.0,) * 3)
+    arr = np.zeros((2, 4, 6), np.uint8)
+    arr[0, 1, 2] = 3
+    on = region_on(arr, vol)
+    assert on.dtype == bool and int(on.sum()) == 1
+    assert region_on(arr, (2, 4, 6)).shape == (2, 4, 6)
+    fine = Volume(np.zeros((4, 8, 12)), voxel_size=(40.0,) * 3)
+    assert int(region_on(Volume(arr, voxel_size=(80.0,) * 3), fine).sum()) == 8  # by geometry
+    with pytest.raises(InputError, match=r"the mask has shape \(2, 4, 5\), the volume"):
+        restrict(np.ones((2, 4, 6), bool), vol, arr[:, :, :5])
+    with pytest.raises(InputError, match="the trabecular mask has shape .*, the scan"):
+        calibrated = vol.with_data(vol.data, metadata={"calibration_slope": 1.0,
+                                                       "calibration_intercept": 0.0})
+        evaluate(calibrated, {"trabecular": arr[:, :, :5], "cortical": arr})

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from boneframe.errors import InputError
 from boneframe.volume import Volume
 
 
@@ -23,16 +20,6 @@ def restrict(bone: Any, volume: Volume, mask: Any) -> Any:
     """
     if mask is None:
         return bone
-    if isinstance(mask, Volume):
-        from boneframe.masks import mask_on_grid
+    from boneframe.masks import region_on
 
-        region = mask_on_grid(mask, volume)
-    else:
-        region = np.asarray(mask) if not hasattr(mask, "shape") else mask
-        if tuple(region.shape) != volume.shape:
-            raise InputError(
-                f"the mask must have the volume's shape: the volume is {volume.shape}, "
-                f"the mask {tuple(region.shape)}"
-            )
-        region = region if region.dtype == bool else region != 0
-    return bone & region
+    return bone & region_on(mask, volume)

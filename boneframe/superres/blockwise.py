@@ -411,7 +411,9 @@ def _blocks_meeting(
         return None
     import dask
 
-    inside = masked.lr_mask(mask, shape)
+    from boneframe.masks import region_on
+
+    inside = region_on(mask, shape, of="the low-resolution volume")
     grid = tuple(len(r) for r in regions)
     tasks = [
         dask.delayed(masked.meets)(

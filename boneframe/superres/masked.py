@@ -16,30 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from boneframe.errors import InputError
 from boneframe.superres.upsample import upsample_spline
-from boneframe.volume import Volume
-
-
-def lr_mask(mask: Any, shape: tuple[int, ...]) -> Any:
-    """The mask as a boolean array on the LR grid (numpy or dask, as given).
-
-    ``mask`` is an array (or a Volume's data) of the LR volume's ``shape``:
-    non-zero inside. Its geometry is matched to the scan's by the caller.
-
-    Raises
-    ------
-    InputError
-        If the mask's shape is not ``shape`` or it is empty.
-    """
-    data = mask.data if isinstance(mask, Volume) else mask
-    if not hasattr(data, "ndim"):
-        data = np.asarray(data)
-    if tuple(int(n) for n in data.shape) != tuple(shape):
-        raise InputError(
-            f"the mask has shape {tuple(data.shape)}, the low-resolution volume {tuple(shape)}"
-        )
-    return data != 0
 
 
 def meets(mask_block: Any) -> bool:

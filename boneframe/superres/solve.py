@@ -25,6 +25,7 @@ from boneframe.device import array_namespace_for
 from boneframe.errors import InputError
 from boneframe.interfaces import Callback, Regularizer, Solver
 from boneframe.kernel.result import Kernel
+from boneframe.masks import region_on
 from boneframe.operators import Factor, as_factor, check_kernel
 from boneframe.superres.checks import real_volume
 from boneframe.superres.output import fine_geometry
@@ -294,7 +295,7 @@ def super_resolve(
     if abs(gain) < 1e-12 * (float(np.sum(np.abs(h))) or 1.0):
         raise InputError("the kernel sums to zero: its gain must be non-zero")
     geometry = fine_geometry(lr, p3, gain, c)
-    region = None if mask is None else _mask_of(mask, lr)
+    region = None if mask is None else region_on(mask, lr, of="the low-resolution volume")
     settings: dict[str, Any] = {"mu": mu, "beta": beta, "tol": tol}
     if max_iter is not None:
         settings["max_iter"] = max_iter
@@ -383,18 +384,6 @@ def _regularizer(regularizer: str | Regularizer) -> Regularizer:
     if not isinstance(reg, Regularizer):
         raise InputError(f"regularizer must be a name or a Regularizer, got {regularizer!r}")
     return reg
-
-
-def _mask_of(mask: Any, lr: Any) -> Any:
-    """The mask on ``lr``'s grid (by geometry for two Volumes), as booleans."""
-    from boneframe.superres.masked import lr_mask
-
-    if isinstance(mask, Volume) and isinstance(lr, Volume):
-        from boneframe.masks import mask_on_grid
-
-        return mask_on_grid(mask, lr)
-    data = lr.data if isinstance(lr, Volume) else lr
-    return lr_mask(mask, tuple(int(n) for n in data.shape))
 
 
 def _solve_inside(
