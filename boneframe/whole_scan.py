@@ -93,7 +93,8 @@ def simulate_scan(
     )
     from boneframe.calibration import from_density, to_density
 
-    truth = to_density(fine.scan).numpy()
+    density = to_density(fine.scan)  # float32, mg HA/cm³, calibrated as such
+    truth = density.numpy()
     sigma = PSF_UM / (voxel_size / p)
     h = gaussian_kernel(sigma, SUPPORT)
     # a separable Gaussian cut at the kernel's support: the same kernel as ``h``
@@ -107,7 +108,7 @@ def simulate_scan(
     comps = {name: getattr(fine, name) for name in ("periosteal", "trabecular", "cortical")}
     return SimulatedScan(
         scan=scan,
-        truth=Volume(truth.astype(np.float32), voxel_size=(voxel_size / p,) * 3),
+        truth=density.with_data(truth),
         compartments=comps,
         kernel=kernel,
     )
@@ -185,11 +186,10 @@ def run_whole_scan(
 
         t0 = time.perf_counter()
         with rep.stage("evaluation"):
-            truth = sim.truth.with_data(sim.truth.data, metadata=_density_calibration())
             rows = {
                 "scan": evaluate(scan, masks),
                 "sr": evaluate(sr_volume, masks),
-                "truth": evaluate(truth, masks),
+                "truth": evaluate(sim.truth, masks),
             }
         seconds["evaluation"] = time.perf_counter() - t0
         dice = _dices(masks, sim)
@@ -205,17 +205,6 @@ def run_whole_scan(
 
         whole_scan_figure(scan, masks, sr_volume, sim.truth, tmp / "whole_scan.png")
     return result
-
-
-def _density_calibration() -> dict[str, Any]:
-    """The metadata of a volume already in mg HA/cm³."""
-    from boneframe.calibration import DENSITY_UNIT
-
-    return {
-        "calibration_slope": 1.0,
-        "calibration_intercept": 0.0,
-        "calibration_unit": DENSITY_UNIT,
-    }
 
 
 def _chunked(data: Any, chunk: int) -> Any:
@@ -241,13 +230,11 @@ def _dices(masks: dict[str, Volume], sim: SimulatedScan) -> dict[str, float]:
 
     p = sim.kernel.p
     out = {}
-    radius = masks["periosteal"].numpy() != 0
-    labels, _ = ndimage.label(radius)
+    # the truth of the bone the contour found (the radius): near its periosteal mask
+    near = ndimage.binary_dilation(masks["periosteal"].numpy() != 0, iterations=3)
     for name, mask in masks.items():
         truth = sim.compartments[name].numpy()[:: p[0], :: p[1], :: p[2]] != 0
         if truth.shape != mask.shape:
             raise InputError("the truth's compartments do not match the scan's grid")
-        # the truth of the bone the contour found (the radius): its connected parts
-        near = ndimage.binary_dilation(radius, iterations=3)
         out[name] = float(dice(mask.numpy(), truth & near))
     return out
