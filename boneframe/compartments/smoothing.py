@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage
 
 from boneframe.calibration import to_density
 from boneframe.errors import InputError
+from boneframe.segmentation.gauss import smooth
 from boneframe.volume import Volume
 
 #: Units of a contouring's thresholds: the scan's calibrated density (mg HA/cm³)
@@ -72,7 +72,7 @@ def smoothed(volume: Volume, box: Box, sigma: float, support: int, units: Units)
     else:
         values = block.astype(np.float32)
     if support > 0 and sigma > 0:
-        values = ndimage.gaussian_filter(values, sigma, mode="nearest", radius=int(support))
+        values = smooth(values, sigma, support)
     inner = tuple(
         slice(s.start - g.start, s.stop - g.start) for s, g in zip(box, grown, strict=True)
     )
