@@ -63,6 +63,12 @@ def summary_rows(metrics: dict[str, Any]) -> tuple[list[list[str]], list[list[st
 
     kernels = [["kernel", "error", "FWHM (µm)", "gain", "offset"]]
     for name, k in metrics["kernels"].items():
+        if "regions" in k:  # a regional kernel: the range of its regions
+            fw = [[r["fwhm_um"][a] for r in k["regions"]] for a in range(3)]
+            span = ", ".join("-" if None in v else f"{min(v):.0f}–{max(v):.0f}" for v in fw)
+            grid = "×".join(str(n) for n in k["grid"])
+            kernels.append([f"{name} ({grid})", "-", span, "-", fmt(k.get("offset"))])
+            continue
         err = k.get("kernel_error")
         kernels.append(
             [
@@ -74,7 +80,15 @@ def summary_rows(metrics: dict[str, Any]) -> tuple[list[list[str]], list[list[st
             ]
         )
     volumes = [
-        ["volume", "PSNR (dB)", "DICE", "BV/TV", "Conn.D (1/mm³)", "Tb.Th (µm)", "Tb.Sp (µm)"]
+        [
+            "volume",
+            "PSNR (dB)",
+            "DICE (–)",
+            "BV/TV (–)",
+            "Conn.D (1/mm³)",
+            "Tb.Th (µm)",
+            "Tb.Sp (µm)",
+        ]  # fmt: skip
     ]
     for name, m in metrics["volumes"].items():
         volumes.append(
