@@ -37,6 +37,9 @@ _API = {
     "simulate_pair": "boneframe.phantom",
     "estimate_kernel": "boneframe.kernel",
     "Kernel": "boneframe.kernel",
+    "RegionalKernel": "boneframe.kernel",
+    "estimate_regional_kernels": "boneframe.kernel",
+    "load_kernel": "boneframe.kernel",
     "super_resolve": "boneframe.superres",
     "SuperResolution": "boneframe.superres",
     "upsample_spline": "boneframe.superres",
@@ -57,14 +60,17 @@ __all__ = [
     "BoneframeError",
     "InputError",
     "Kernel",
+    "RegionalKernel",
     "SuperResolution",
     "Volume",
     "__version__",
     "estimate_kernel",
+    "estimate_regional_kernels",
     "evaluate",
     "from_density",
     "get_registry",
     "is_calibrated",
+    "load_kernel",
     "mask_on_grid",
     "measure",
     "read_mask",
@@ -84,7 +90,13 @@ if TYPE_CHECKING:
     from boneframe.errors import BoneframeError, InputError
     from boneframe.evaluation import evaluate
     from boneframe.io import read_volume, write_volume
-    from boneframe.kernel import Kernel, estimate_kernel
+    from boneframe.kernel import (
+        Kernel,
+        RegionalKernel,
+        estimate_kernel,
+        estimate_regional_kernels,
+        load_kernel,
+    )
     from boneframe.masks import mask_on_grid, read_mask
     from boneframe.metrics.measure import measure
     from boneframe.phantom import simulate_pair

@@ -94,6 +94,16 @@ def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | No
     return as_triple(values, what)
 
 
+def parse_grid(text: str | None, what: str) -> list[int] | None:
+    """``"1,1,4"`` -> ``[1, 1, 4]`` (bounds are the spec model's); None stays None."""
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"{what} must be three integers such as 1,1,4, got {text!r}") from None
+
+
 def validated(model: type[BaseModel], **values: object) -> BaseModel:
     """The command's options through the spec's model (one bound on both paths);
     a problem names the option (``--kernel-gain``), not the field."""
@@ -156,6 +166,16 @@ def phantom(
     shading: Annotated[
         float, typer.Option(help="LR gain varying by ±shading across the last axis.")
     ] = 0.0,
+    kernel_variation: Annotated[
+        float,
+        typer.Option(
+            help="The blur widens S times across the last axis (1: none); the true kernels "
+            "of a --regions grid go to kernel_true_regional.npy."
+        ),
+    ] = 1.0,
+    regions: Annotated[
+        str, typer.Option(help="Grid NZ,NY,NX of the true regional kernels.")
+    ] = "1,1,4",
     bv_tv: Annotated[float, typer.Option(help="Target bone volume fraction.")] = 0.25,
     thickness: Annotated[float, typer.Option(help="Trabecular thickness, HR voxels.")] = 3.0,
     voxel_size: Annotated[float, typer.Option(help="High-resolution voxel size, µm.")] = 41.0,
@@ -192,6 +212,8 @@ def phantom(
         thickness=thickness,
         voxel_size=voxel_size,
         shading=shading,
+        kernel_variation=kernel_variation,
+        regions=parse_grid(regions, "--regions"),
         p=p,
         format=format,
         tile=tile,
@@ -219,6 +241,8 @@ def phantom(
         offset=opts.offset,
         noise=opts.noise,
         shading=opts.shading,
+        kernel_variation=opts.kernel_variation,
+        regions=opts.regions,
         bv_tv=opts.bv_tv,
         thickness=opts.thickness,
         voxel_size=opts.voxel_size,
@@ -230,8 +254,10 @@ def phantom(
     )
     files = info["files"]
     how_written = " chunk by chunk" if info.get("tile") else ""
+    regional = ", kernel_true_regional.npy" if "kernel_true_regional" in files else ""
     typer.echo(
-        f"wrote {out}/{files['hr']}, {out}/{files['lr']}, kernel.npy, phantom.json{how_written}"
+        f"wrote {out}/{files['hr']}, {out}/{files['lr']}, kernel.npy{regional}, "
+        f"phantom.json{how_written}"
     )
 
 
@@ -242,6 +268,19 @@ def info(path: Annotated[Path, typer.Argument(help="Volume file.")]) -> None:
     from boneframe.io import read_volume
 
     vol = read_volume(path)
+    if vol.metadata.get("kind") == "regional":
+        from boneframe.kernel import load_kernel
+
+        regional = load_kernel(path)
+        grid = "x".join(str(n) for n in regional.grid)
+        typer.echo(f"file:        {path}")
+        typer.echo(f"regional kernel: {grid} regions, support {regional.support}, p {regional.p}")
+        vs = regional.voxel_size
+        typer.echo(
+            f"voxel size:  {'unknown' if vs is None else ', '.join(f'{v:g}' for v in vs)} µm"
+        )
+        typer.echo(regional_table(regional))
+        return
     typer.echo(f"file:        {path}")
     typer.echo(f"shape:       {vol.shape}")
     typer.echo(f"dtype:       {vol.dtype}")
@@ -250,6 +289,25 @@ def info(path: Annotated[Path, typer.Argument(help="Volume file.")]) -> None:
     typer.echo(f"origin:      {', '.join(f'{v:g}' for v in vol.origin)} µm")
     for key, value in vol.metadata.items():
         typer.echo(f"{key + ':':<12} {value}")
+
+
+def regional_table(regional: Any) -> str:
+    """One line per region: index, centre (mm), FWHM (µm), gain, offset, intervals."""
+
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["region     centre z,y,x (mm)     FWHM z,y,x (µm)    gain    offset   FWHM 95 % (µm)"]
+    for row in regional.region_summaries():
+        centre = ",".join(f"{c / 1000:.2f}" for c in row["centre_um"])
+        fw = ",".join(num(v, ".0f") for v in row["fwhm_um"])
+        ci = row.get("fwhm_um_ci")
+        ci_text = "" if not ci else " ".join(f"[{num(a, '.0f')},{num(b, '.0f')}]" for a, b in ci)
+        index = ",".join(str(i) for i in row["index"])
+        lines.append(
+            f"{index:<10} {centre:<21} {fw:<18} {row['gain']:<7.3f} {row['offset']:<8.3g} {ci_text}"
+        )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -329,6 +387,17 @@ def estimate_kernel_cmd(
     p: Annotated[int, typer.Option(help="Resolution factor per axis.")] = 2,
     voxel_size_hr: Annotated[str | None, typer.Option(help="Override HR voxel size, µm.")] = None,
     voxel_size_lr: Annotated[str | None, typer.Option(help="Override LR voxel size, µm.")] = None,
+    regions: Annotated[
+        str | None,
+        typer.Option(
+            help="NZ,NY,NX: one kernel per region of this grid over LR's field of view (a "
+            "spatially variant kernel; sidecar 'regions')."
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap replicates for 95 % FWHM/MTF intervals (0: none).")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
@@ -356,6 +425,8 @@ def estimate_kernel_cmd(
         support=support,
         alpha=alpha,
         init_sigma=init_sigma,
+        regions=parse_grid(regions, "--regions"),
+        bootstrap=bootstrap,
     )
     p = _resolution(p)
     _check_outputs(ctx, out, overwrite)
@@ -364,23 +435,44 @@ def estimate_kernel_cmd(
     if pair_voxel_size(f, g, p) is None:
         raise no_voxel_size(hr, lr)
     reporter = _reporter(quiet)
+    options: dict[str, Any] = dict(
+        similarity=stage.similarity.name,
+        similarity_params=stage.similarity.params.model_dump(),
+        solver=None if stage.solver is None else stage.solver.name,
+        solver_params=None if stage.solver is None else stage.solver.params.model_dump(),
+        support=stage.support,
+        alpha=stage.alpha,
+        p=p,
+        init=None if init is None else read_volume(init).numpy(),
+        **({} if stage.init_sigma is None else {"init_sigma": stage.init_sigma}),
+        max_iter=max_iter,
+        tol=tol,
+    )
+    uncertainty = None if not stage.bootstrap else {"replicates": stage.bootstrap, "seed": seed}
+    if stage.regions is not None:
+        from boneframe.kernel import estimate_regional_kernels
+
+        n_regions = stage.regions[0] * stage.regions[1] * stage.regions[2]
+        regional = estimate_regional_kernels(
+            f, g, stage.regions, uncertainty=uncertainty, **options,
+            progress=lambda done, total: reporter.message(
+                f"regional kernels ({similarity}): {done} of {total} regions"
+            ),
+        )  # fmt: skip
+        regional.save(out, overwrite=overwrite)
+        typer.echo(f"wrote {out}: {n_regions} regional kernels")
+        typer.echo(regional_table(regional))
+        return
     with reporter.stage(f"kernel ({similarity})") as cb:
-        kernel = estimate_kernel(
-            f,
-            g,
-            similarity=stage.similarity.name,
-            similarity_params=stage.similarity.params.model_dump(),
-            solver=None if stage.solver is None else stage.solver.name,
-            solver_params=None if stage.solver is None else stage.solver.params.model_dump(),
-            support=stage.support,
-            alpha=stage.alpha,
-            p=p,
-            init=None if init is None else read_volume(init).numpy(),
-            **({} if stage.init_sigma is None else {"init_sigma": stage.init_sigma}),
-            max_iter=max_iter,
-            tol=tol,
-            callback=cb,
-        )
+        kernel = estimate_kernel(f, g, callback=cb, **options)
+    if uncertainty is not None:
+        from boneframe.kernel.bootstrap import bootstrap_kernel
+
+        with reporter.stage("bootstrap"):
+            extra = bootstrap_kernel(
+                f, g, **{k: v for k, v in options.items() if k != "init"}, **uncertainty
+            ).sidecar()
+        kernel.uncertainty = extra
     kernel.save(out, overwrite=overwrite)
     side = kernel.summary()
     fwhm = ", ".join("-" if v is None else f"{v:.0f}" for v in side["fwhm_um"])
@@ -395,7 +487,13 @@ def estimate_kernel_cmd(
 def super_resolve_cmd(
     ctx: typer.Context,
     lr: Annotated[Path, typer.Argument(help="Low-resolution (HR-pQCT) volume.")],
-    kernel: Annotated[Path, typer.Option(help="Kernel file (from estimate-kernel).")],
+    kernel: Annotated[
+        Path,
+        typer.Option(
+            help="Kernel file (from estimate-kernel); a regional one (--regions) solves the "
+            "spatially variant model."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Super-resolved volume; sidecar <stem>.json.")],
     offset: Annotated[
         float | None,
@@ -435,7 +533,7 @@ def super_resolve_cmd(
     and time left). The result keeps LR's position and density calibration.
     """
     from boneframe.io import read_volume, write_volume
-    from boneframe.kernel import Kernel
+    from boneframe.kernel import load_kernel
     from boneframe.masks import read_mask
     from boneframe.spec import ComputeSpec, stage_model
     from boneframe.superres import super_resolve
@@ -461,7 +559,7 @@ def super_resolve_cmd(
     p = None if p is None else _resolution(p)
     _check_outputs(ctx, out, overwrite)
     g = read_volume(lr, parse_triple(voxel_size, "--voxel-size"), require_voxel_size=True)
-    k = Kernel.load(kernel, offset=stage.offset)
+    k = load_kernel(kernel, offset=stage.offset)
     ref = None if reference is None else read_volume(reference)
     region = None if mask is None else read_mask(mask, like=g)
     reporter = _reporter(quiet)
@@ -480,7 +578,9 @@ def super_resolve_cmd(
         )
     settings = {
         "kernel": str(kernel),
-        "offset": k.offset if offset is None else offset,
+        "offset": (k.mean_kernel() if hasattr(k, "grid") else k).offset
+        if offset is None
+        else offset,
         "regularizer": regularizer,
         "mu": mu,
         "beta": beta,

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.fft
 
 from boneframe.errors import InputError
-from boneframe.operators import ForwardModel, as_factor, check_kernel
+from boneframe.operators import ForwardModel, as_factor, check_kernel, decimate
 from boneframe.operators.geometry import per_axis
 from boneframe.volume import Volume, as_triple
 
@@ -209,6 +209,7 @@ def simulate_acquisition(
     margin: int | Sequence[int] = 0,
     seed: int = 0,
     shading: float = 0.0,
+    blur: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate ``g = U(h * (f + c)) + n`` on a large volume and crop the margin.
 
@@ -236,6 +237,10 @@ def simulate_acquisition(
         A scanner's slowly varying gain across the field of view: the noise-free
         scan is multiplied by :func:`shading_field` (from ``1 - shading`` to
         ``1 + shading`` along the last axis) before the noise is added.
+    blur : LinearOperator, optional
+        A blur of ``f_big``'s shape replacing ``h *`` (e.g. a spatially variant
+        :class:`~boneframe.operators.variant.VariantBlur`); ``kernel`` then only
+        states its largest support (for the margin).
 
     Returns
     -------
@@ -255,7 +260,10 @@ def simulate_acquisition(
     f = f_big[crop]
     if any(n % q for n, q in zip(f.shape, pp, strict=True)):
         raise InputError(f"cropped shape {f.shape} must be a multiple of p={pp}")
-    g_big = ForwardModel(h, pp, f_big.shape).predict(f_big.astype(np.float64), offset)
+    if blur is None:
+        g_big = ForwardModel(h, pp, f_big.shape).predict(f_big.astype(np.float64), offset)
+    else:
+        g_big = decimate(blur.matvec(f_big.astype(np.float64) + offset), pp)
     lr_crop = tuple(
         slice(mi // qi, mi // qi + n // qi) for mi, qi, n in zip(m, pp, f.shape, strict=True)
     )
@@ -295,6 +303,17 @@ class PhantomPair:
     p: tuple[int, int, int]
     voxel_size_hr: tuple[float, float, float]
     params: dict[str, Any] = field(default_factory=dict)
+    variation: Any = None
+
+    def regional_truth(self, regions: Any) -> Any:
+        """The true kernels of a grid of regions over ``lr``, or at the regions of an
+        estimate (a :class:`~boneframe.kernel.regional.RegionalKernel`): the blur's
+        own (:meth:`~boneframe.phantom_variation.KernelVariation.regional`), or the
+        one kernel in every region when the blur does not vary."""
+        from boneframe.phantom_variation import KernelVariation
+
+        variation = self.variation or KernelVariation(self.kernel, 1.0, 1.0)
+        return variation.regional(self.lr.shape, regions, self.voxel_size_hr, self.p, self.offset)
 
     @property
     def voxel_size_lr(self) -> tuple[float, float, float]:
@@ -325,6 +344,7 @@ def simulate_pair(
     hr_noise: float = 0.0,
     voxel_size_hr: float | Sequence[float] = 41.0,
     shading: float = 0.0,
+    kernel_variation: float = 1.0,
 ) -> PhantomPair:
     """A synthetic micro-CT / HR-pQCT pair with a known kernel.
 
@@ -353,6 +373,12 @@ def simulate_pair(
     shading : float
         Slowly varying gain of the low-resolution scan across its last axis,
         ``1 ± shading`` (see :func:`simulate_acquisition`); 0: none.
+    kernel_variation : float
+        ``S >= 1``: the blur widens across the last axis from ``kernel`` on one
+        side to ``S`` times wider on the other
+        (:class:`~boneframe.phantom_variation.KernelVariation`; the pair's
+        :meth:`PhantomPair.regional_truth` gives the true regional kernels); 1:
+        one kernel everywhere.
 
     Returns
     -------
@@ -363,15 +389,32 @@ def simulate_pair(
     if len(shp) != 3 or any(n % q for n, q in zip(shp, pp, strict=True)):
         raise InputError(f"phantom size {size!r} must be a multiple of p={pp} on every axis")
     h = gaussian_kernel(DEFAULT_SIGMA, 9, DEFAULT_SHIFT) if kernel is None else check_kernel(kernel)
-    margin = tuple(q * (-(-(k // 2 + 2) // q)) for k, q in zip(h.shape, pp, strict=True))
+    vs = as_triple(voxel_size_hr, "voxel size")
+    variation = None
+    reach = h.shape
+    if kernel_variation != 1.0:
+        from boneframe.phantom_variation import KernelVariation
+
+        variation = KernelVariation(h, kernel_variation, (shp[2] - 1) * vs[2])
+        reach = variation.support
+    margin = tuple(q * (-(-(k // 2 + 2) // q)) for k, q in zip(reach, pp, strict=True))
     big = tuple(n + 2 * m for n, m in zip(shp, margin, strict=True))
     crop = tuple(slice(m, m + n) for m, n in zip(margin, shp, strict=True))
     occ = trabecular_occupancy(
         big, seed, bv_tv=bv_tv, thickness=thickness, plate_fraction=plate_fraction, region=crop
     )
     f_big = micro_ct(occ, bone=bone, marrow=marrow, noise=hr_noise, seed=seed)
+    blur = None if variation is None else variation.blur(big, vs, [-m for m in margin])
     f, g = simulate_acquisition(
-        f_big, h, offset=offset, noise=noise, p=pp, margin=margin, seed=seed, shading=shading
+        f_big,
+        h if variation is None else np.ones(reach),  # the support the margin must cover
+        offset=offset,
+        noise=noise,
+        p=pp,
+        margin=margin,
+        seed=seed,
+        shading=shading,
+        blur=blur,
     )
     params = {
         "size": list(shp),
@@ -390,7 +433,7 @@ def simulate_pair(
         "kernel_gain": float(h.sum()),
         "margin": list(margin),
         "shading": shading,
+        "kernel_variation": float(kernel_variation),
     }
-    vs = as_triple(voxel_size_hr, "voxel size")
     params["voxel_size_hr_um"] = list(vs)
-    return PhantomPair(f, g, h, float(offset), float(noise), pp, vs, params)
+    return PhantomPair(f, g, h, float(offset), float(noise), pp, vs, params, variation)

@@ -34,6 +34,8 @@ def write_phantom(
     offset: float = 0.0,
     noise: float = 0.01,
     shading: float = 0.0,
+    kernel_variation: float = 1.0,
+    regions: tuple[int, int, int] = (1, 1, 4),
     bv_tv: float = 0.25,
     thickness: float = 3.0,
     voxel_size: float = 41.0,
@@ -57,6 +59,14 @@ def write_phantom(
     offset, noise, shading : float
         Grey-level shift ``c``, noise SD of the low-resolution scan, and a gain
         varying by ±shading across its last axis (in memory only).
+    kernel_variation : float
+        ``S >= 1``: the blur widens ``S`` times across the last axis
+        (:class:`~boneframe.phantom_variation.KernelVariation`, in memory only);
+        the true kernels of a ``regions`` grid are written to
+        ``kernel_true_regional.npy`` (a regional kernel file, see
+        :mod:`boneframe.kernel.regional`); ``kernel.npy`` is the base kernel.
+    regions : 3 ints
+        The grid of the true regional kernels.
     bv_tv, thickness : float
         Target bone volume fraction and trabecular thickness (HR voxels).
     voxel_size : float
@@ -92,6 +102,8 @@ def write_phantom(
         )
     if tile and shading:
         raise InputError("--shading is not available for phantoms written chunk by chunk")
+    if tile and kernel_variation != 1.0:
+        raise InputError("--kernel-variation is not available for phantoms written chunk by chunk")
     with atomic_path(Path(out), overwrite=overwrite) as tmp:
         tmp.mkdir()
         if tile:
@@ -126,18 +138,25 @@ def write_phantom(
                 thickness=thickness,
                 voxel_size_hr=voxel_size,
                 shading=shading,
+                kernel_variation=kernel_variation,
             )
             hr_vol, lr_vol = pair.volumes()
             write_volume(hr_vol, tmp / f"hr{ext}")
             write_volume(lr_vol, tmp / f"lr{ext}")
             params = dict(pair.params)
         np.save(tmp / "kernel.npy", kernel)
+        files = {"hr": f"hr{ext}", "lr": f"lr{ext}", "kernel": "kernel.npy"}
+        if kernel_variation != 1.0:
+            truth = pair.regional_truth(regions)
+            truth.save(tmp / "kernel_true_regional.npy")
+            files["kernel_true_regional"] = "kernel_true_regional.npy"
+            params["regions"] = list(truth.grid)
         content = {
             **params,
             **(info or {}),
             "voxel_size_lr_um": [voxel_size * p] * 3,
             "format": format,
-            "files": {"hr": f"hr{ext}", "lr": f"lr{ext}", "kernel": "kernel.npy"},
+            "files": files,
         }
         write_json(tmp / "phantom.json", content)
     return content

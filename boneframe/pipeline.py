@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from boneframe.io import atomic_path, read_volume, write_json, write_volume
-from boneframe.kernel import Kernel, estimate_kernel, pair_voxel_size
+from boneframe.kernel import (
+    Kernel,
+    RegionalKernel,
+    estimate_kernel,
+    estimate_regional_kernels,
+    load_kernel,
+    pair_voxel_size,
+)
 from boneframe.progress import Reporter
 from boneframe.superres import SuperResolution, super_resolve, upsample_spline
 from boneframe.volume import Volume
@@ -41,6 +48,8 @@ class Inputs:
     true_kernel: np.ndarray | None = None
     true_offset: float | None = None
     registration: Any = None
+    #: a phantom whose blur varies: its :class:`~boneframe.phantom.PhantomPair`
+    phantom: Any = None
 
 
 @dataclass
@@ -53,8 +62,8 @@ class PipelineResult:
         The output directory.
     inputs : Inputs
         The pair the stages ran on.
-    kernels : dict of Kernel
-        By stage name.
+    kernels : dict of Kernel or RegionalKernel
+        By stage name (a stage with ``regions`` gives a RegionalKernel).
     superresolutions : dict of SuperResolution
         By stage name.
     volumes : dict of Volume
@@ -66,7 +75,7 @@ class PipelineResult:
 
     out: Path
     inputs: Inputs | None = None
-    kernels: dict[str, Kernel] = field(default_factory=dict)
+    kernels: dict[str, Any] = field(default_factory=dict)
     superresolutions: dict[str, SuperResolution] = field(default_factory=dict)
     volumes: dict[str, Volume] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -92,9 +101,11 @@ def load_inputs(spec: Any) -> Inputs:
             thickness=ph.thickness,
             voxel_size_hr=ph.voxel_size,
             shading=ph.shading,
+            kernel_variation=ph.kernel_variation,
         )
         hr, lr = pair.volumes()
-        return Inputs(hr, lr, p, pair.kernel, pair.offset)
+        varying = pair if pair.variation is not None else None
+        return Inputs(hr, lr, p, pair.kernel, pair.offset, phantom=varying)
     if spec.inputs.registration is not None:
         from boneframe.registration import register_and_resample
 
@@ -158,45 +169,67 @@ def history_csv(history: list[dict[str, Any]]) -> str:
 
 
 def run_kernel_stage(
-    stage: Any, inputs: Inputs, previous: dict[str, Kernel], reporter: Reporter
-) -> Kernel:
-    """Estimate one kernel as the stage says."""
-    init = previous[stage.init_from].array if stage.init_from is not None else None
+    stage: Any, inputs: Inputs, previous: dict[str, Any], reporter: Reporter
+) -> Kernel | RegionalKernel:
+    """Estimate one kernel as the stage says (one per region with ``regions``; with
+    bootstrap intervals when ``bootstrap`` > 0)."""
+    init = None
+    if stage.init_from is not None:
+        start = previous[stage.init_from]
+        init = start.mean_kernel().array if isinstance(start, RegionalKernel) else start.array
     extra = {} if stage.init_sigma is None else {"init_sigma": stage.init_sigma}
     solver = stage.solver
     reg_params = stage.regularizer.params.model_dump(exclude={"weight"})
-    with reporter.stage(f"kernel {stage.name} ({stage.similarity.name})") as cb:
-        return estimate_kernel(
-            inputs.hr,
-            inputs.lr,
-            similarity=stage.similarity.name,
-            similarity_params=stage.similarity.params.model_dump(),
-            regularizer=stage.regularizer.name,
-            regularizer_params=reg_params,
-            solver=None if solver is None else solver.name,
-            solver_params=None if solver is None else solver.params.model_dump(),
-            support=stage.support,
-            alpha=stage.alpha,
-            p=inputs.p,
-            init=init,
-            callback=cb,
-            **extra,
-        )
+    options: dict[str, Any] = dict(
+        similarity=stage.similarity.name,
+        similarity_params=stage.similarity.params.model_dump(),
+        regularizer=stage.regularizer.name,
+        regularizer_params=reg_params,
+        solver=None if solver is None else solver.name,
+        solver_params=None if solver is None else solver.params.model_dump(),
+        support=stage.support,
+        alpha=stage.alpha,
+        p=inputs.p,
+        **extra,
+    )
+    uncertainty = {"replicates": stage.bootstrap} if stage.bootstrap else None
+    label = f"kernel {stage.name} ({stage.similarity.name})"
+    if stage.regions is not None:
+        return estimate_regional_kernels(
+            inputs.hr, inputs.lr, stage.regions, uncertainty=uncertainty, init=init,
+            progress=lambda done, total: reporter.message(f"{label}: {done} of {total} regions"),
+            **options,
+        )  # fmt: skip
+    with reporter.stage(label) as cb:
+        kernel = estimate_kernel(inputs.hr, inputs.lr, init=init, callback=cb, **options)
+    if uncertainty is not None:
+        from boneframe.kernel.bootstrap import bootstrap_kernel
+
+        with reporter.stage(f"{label}: bootstrap"):
+            options.pop("regularizer_params")
+            kernel.uncertainty = bootstrap_kernel(
+                inputs.hr, inputs.lr, **options, **uncertainty
+            ).sidecar()
+    return kernel
 
 
-def stage_kernel(stage: Any, kernels: dict[str, Kernel]) -> Kernel:
+def stage_kernel(stage: Any, kernels: dict[str, Any]) -> Kernel | RegionalKernel:
     """The kernel a super-resolution stage names: an earlier stage's, or a file's
     (with its sidecar's offset); the stage's ``offset`` wins."""
     from dataclasses import replace
 
     if stage.kernel in kernels:
         kernel = kernels[stage.kernel]
-        return kernel if stage.offset is None else replace(kernel, offset=stage.offset)
-    return Kernel.load(stage.kernel, offset=stage.offset)
+        if stage.offset is None:
+            return kernel
+        if isinstance(kernel, RegionalKernel):
+            return kernel.with_offset(stage.offset)
+        return replace(kernel, offset=stage.offset)
+    return load_kernel(stage.kernel, offset=stage.offset)
 
 
 def run_sr_stage(
-    stage: Any, spec: Any, inputs: Inputs, kernels: dict[str, Kernel], reporter: Reporter
+    stage: Any, spec: Any, inputs: Inputs, kernels: dict[str, Any], reporter: Reporter
 ) -> SuperResolution:
     """Super-resolve the low-resolution volume with one kernel."""
     from boneframe.registry import get_registry
@@ -315,7 +348,7 @@ def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter)
         )
         region = _compartments(spec, inputs, tmp, ext, reporter)
         kernel_report: dict[str, Any] = {}
-        if inputs.true_kernel is not None:
+        if inputs.true_kernel is not None and inputs.phantom is None:
             truth = Kernel(inputs.true_kernel, inputs.true_offset or 0.0, vs_hr, inputs.p)
             truth.save(tmp / "kernel_true.npy")
             kernel_report["true"] = truth.summary()
@@ -323,12 +356,21 @@ def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter)
             kernel = run_kernel_stage(stage, inputs, result.kernels, reporter)
             result.kernels[stage.name] = kernel
             kernel.save(tmp / f"kernel_{stage.name}.npy")
+            if isinstance(kernel, RegionalKernel):
+                side = kernel.sidecar()
+                if inputs.phantom is not None:  # the true blur at the same centres
+                    truth_r = inputs.phantom.regional_truth(kernel)
+                    side["true_regions"] = truth_r.region_summaries()
+                kernel_report[stage.name] = side
+                continue
             (tmp / f"history_kernel_{stage.name}.csv").write_text(history_csv(kernel.history))
             side = {k: v for k, v in kernel.sidecar().items() if k != "history"}
-            if inputs.true_kernel is not None:
+            if inputs.true_kernel is not None and inputs.phantom is None:
                 side["kernel_error"] = kernel_error(kernel.array, inputs.true_kernel)
             kernel_report[stage.name] = side
         first = next(iter(result.kernels.values()), None)
+        if isinstance(first, RegionalKernel):
+            first = first.mean_kernel()
         gain, offset = (first.gain, first.offset) if first is not None else (1.0, 0.0)
         result.volumes["hr"] = inputs.hr
         upsampled = upsample_spline(inputs.lr, inputs.p, gain=gain, offset=offset)

@@ -86,6 +86,12 @@ VoxelSize = tuple[
 ]
 #: The resolution factor p between the two grids.
 Resolution = Annotated[int, Field(ge=1, le=4, description="Resolution factor per axis.")]
+#: A grid of regions over the low-resolution field of view: regions per axis (z, y, x).
+Regions = tuple[
+    Annotated[int, Field(ge=1, le=64)],
+    Annotated[int, Field(ge=1, le=64)],
+    Annotated[int, Field(ge=1, le=64)],
+]
 
 
 def _odd_support(v: int) -> int:
@@ -115,6 +121,14 @@ class PhantomInputs(_Model):
         description="Gain of the low-resolution scan varying linearly by ±shading across "
         "its last axis (a scanner artefact); 0: none.",
     )
+    kernel_variation: float = Field(
+        1.0,
+        ge=1.0,
+        le=4.0,
+        description="The blur widens across the last axis from the true kernel on one "
+        "side to kernel_variation times wider on the other (a scanner's blur away from "
+        "its rotation centre); 1: one kernel everywhere.",
+    )
 
     @field_validator("kernel_support")
     @classmethod
@@ -139,6 +153,9 @@ class PhantomCommand(PhantomInputs):
     p: Resolution = 2
     format: Literal["npy", "zarr", "tif", "tiff", "nii"] = Field("npy", description="Format.")
     tile: int = Field(0, ge=0, description="Tile of a chunk-by-chunk phantom (0: automatic).")
+    regions: Regions = Field(
+        (1, 1, 4), description="Grid of the true regional kernels written with kernel_variation."
+    )
 
     @model_validator(mode="after")
     def _grid(self) -> PhantomCommand:
@@ -293,6 +310,19 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
             None, gt=0, description="Sigma of the Gaussian start, HR voxels; null: the default."
         )
         init_from: str | None = Field(None, description="Start from an earlier stage's kernel.")
+        regions: Regions | None = Field(
+            None,
+            description="One kernel per region of this grid (regions per axis z, y, x) over "
+            "the low-resolution field of view: a spatially variant kernel, used as such by "
+            "super-resolution stages; null: one kernel.",
+        )
+        bootstrap: int = Field(
+            0,
+            ge=0,
+            le=10000,
+            description="Bootstrap replicates for 95 % intervals of FWHM and MTF (0: none; "
+            "each replicate costs about one estimate for non-quadratic similarities).",
+        )
 
         @field_validator("support")
         @classmethod

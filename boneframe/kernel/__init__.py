@@ -7,8 +7,10 @@ Reading order: :mod:`~boneframe.kernel.pair` (what a pair must be),
 :mod:`~boneframe.kernel.problem` (the objective with the offset profiled out),
 :mod:`~boneframe.kernel.quadratic` (normal equations, GCV),
 :mod:`~boneframe.kernel.estimate` (:func:`estimate_kernel`),
-:mod:`~boneframe.kernel.result` (:class:`Kernel`) and
-:mod:`~boneframe.kernel.summary` (FWHM, MTF).
+:mod:`~boneframe.kernel.result` (:class:`Kernel`),
+:mod:`~boneframe.kernel.summary` (FWHM, MTF) and, for a blur that varies across
+the field of view, :mod:`~boneframe.kernel.regional` (:class:`RegionalKernel`)
+and :mod:`~boneframe.kernel.regional_estimate` (:func:`estimate_regional_kernels`).
 """
 
 from boneframe.kernel.boxes import KernelBoxes, lr_boxes
@@ -25,6 +27,8 @@ from boneframe.kernel.estimate import (
 from boneframe.kernel.pair import as_support, check_pair
 from boneframe.kernel.problem import KernelProblem, project_simplex
 from boneframe.kernel.quadratic import QuadraticStatistics, regularizer_hessian
+from boneframe.kernel.regional import RegionalKernel, load_kernel
+from boneframe.kernel.regional_estimate import estimate_regional_kernels
 from boneframe.kernel.result import Kernel
 from boneframe.kernel.summary import summarize_kernel
 
@@ -34,13 +38,16 @@ __all__ = [
     "KernelBoxes",
     "KernelProblem",
     "QuadraticStatistics",
+    "RegionalKernel",
     "ValidDesign",
     "as_support",
     "check_pair",
     "default_alpha",
     "default_solver",
     "estimate_kernel",
+    "estimate_regional_kernels",
     "gaussian_start",
+    "load_kernel",
     "lr_boxes",
     "pair_voxel_size",
     "project_simplex",

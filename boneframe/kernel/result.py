@@ -14,7 +14,16 @@ from boneframe.errors import InputError
 from boneframe.operators import as_factor, check_kernel
 from boneframe.volume import Triple, as_triple
 
-__all__ = ["Kernel"]
+__all__ = ["UNCERTAINTY_KEYS", "Kernel"]
+
+#: Sidecar keys of a kernel's bootstrap (see :mod:`boneframe.kernel.bootstrap`).
+UNCERTAINTY_KEYS = (
+    "fwhm_um_ci",
+    "mtf50_lpmm_ci",
+    "mtf10_lpmm_ci",
+    "bootstrap",
+    "alpha_sensitivity",
+)
 
 
 @dataclass
@@ -44,6 +53,9 @@ class Kernel:
         The solver met its stopping criterion.
     message : str
         The solver's last word.
+    uncertainty : dict
+        Bootstrap intervals and α sensitivity
+        (:meth:`boneframe.kernel.bootstrap.KernelUncertainty.sidecar`), when estimated.
     """
 
     array: np.ndarray
@@ -57,6 +69,7 @@ class Kernel:
     solver: str | None = None
     converged: bool = True
     message: str = ""
+    uncertainty: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.array = check_kernel(np.asarray(self.array, dtype=np.float64))
@@ -114,6 +127,7 @@ class Kernel:
             message=self.message,
             history=self.history,
         )
+        out.update(self.uncertainty)
         return out
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -161,6 +175,11 @@ class Kernel:
 
         vol = read_volume(path, voxel_size)
         side = vol.metadata  # the verified sidecar's, or the zarr's own attributes
+        if side.get("kind") == "regional":
+            raise InputError(
+                f"{path} holds one kernel per region of a {side.get('grid')} grid: read it "
+                "with boneframe.kernel.load_kernel (super-resolve accepts it as it is)"
+            )
         if offset is None:
             if side.get("offset") is None:
                 raise InputError(
@@ -182,4 +201,5 @@ class Kernel:
             solver=side.get("solver"),
             converged=bool(side.get("converged", True)),
             message=str(side.get("message", "") or ""),
+            uncertainty={k: side[k] for k in UNCERTAINTY_KEYS if side.get(k) is not None},
         )

@@ -291,8 +291,13 @@ def super_resolve_blockwise(
     ----------
     g : ndarray or dask array
         The LR volume.
-    kernel : Kernel
-        Blurring kernel ``h`` (any gain), its offset ``c`` and ``p``.
+    kernel : Kernel or RegionalKernel
+        Blurring kernel ``h`` (any gain), its offset ``c`` and ``p``; a
+        :class:`~boneframe.kernel.regional.RegionalKernel` (centres counted from
+        ``g``'s voxel 0) solves every block with the variant model at the block's
+        place (:mod:`boneframe.superres.variant`); the grey scale, the halo's
+        reach and the spline fill of unsolved blocks then use the regions' mean
+        kernel and offset.
     regularizer, solver : str or strategy
         As :func:`~boneframe.superres.solve.super_resolve`.
     settings : mapping, optional
@@ -340,7 +345,11 @@ def super_resolve_blockwise(
 
     if getattr(g, "ndim", None) != 3:
         raise InputError(f"g must be a 3D volume, got shape {getattr(g, 'shape', None)}")
-    h, p3, offset = kernel.array, kernel.p, kernel.offset
+    from boneframe.kernel.regional import RegionalKernel
+
+    regional = kernel if isinstance(kernel, RegionalKernel) else None
+    stationary = kernel if regional is None else regional.mean_kernel()
+    h, p3, offset = stationary.array, stationary.p, stationary.offset
     b3 = _triple(DEFAULT_BLOCK if block is None else block, "block", 1)
     m3 = _triple(DEFAULT_HALO if halo is None else halo, "halo", 0)
     reach = kernel_reach(h.shape, p3)
@@ -372,6 +381,9 @@ def super_resolve_blockwise(
     fill = dask.delayed(masked.fill_block, pure=True)
     gain = float(np.sum(h))
     k_d = dask.delayed(kernel)
+    vs_lr = None
+    if regional is not None:
+        vs_lr = [v * q for v, q in zip(regional.voxel_size, p3, strict=True)]  # type: ignore[arg-type]
     rows: Any = np.empty([len(s) for s in starts], dtype=object)
     for index in np.ndindex(*rows.shape):
         outer, keep, hr_shape = [], [], []
@@ -382,7 +394,11 @@ def super_resolve_blockwise(
             keep.append(slice(q * (a - lo), q * (b - lo)))
             hr_shape.append(q * (b - a))
         if wanted is None or wanted[index]:
-            task = solve(x[tuple(outer)], k_d, tuple(keep), scale, params)
+            k_block = k_d
+            if regional is not None:  # its centres counted from the block's first voxel
+                start = [o.start * v for o, v in zip(outer, vs_lr, strict=True)]  # type: ignore[arg-type]
+                k_block = dask.delayed(regional.relative_to(start))
+            task = solve(x[tuple(outer)], k_block, tuple(keep), scale, params)
         else:
             task = fill(x[tuple(outer)], p3, gain, offset, tuple(keep))
         rows[index] = da.from_delayed(task, shape=tuple(hr_shape), dtype=np.float32)

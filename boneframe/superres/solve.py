@@ -24,6 +24,7 @@ from boneframe.compute import is_lazy
 from boneframe.device import array_namespace_for
 from boneframe.errors import InputError
 from boneframe.interfaces import Callback, Regularizer, Solver
+from boneframe.kernel.regional import RegionalKernel
 from boneframe.kernel.result import Kernel
 from boneframe.masks import region_on
 from boneframe.operators import Factor, as_factor, check_kernel
@@ -141,7 +142,7 @@ def _solver(name: str, settings: Mapping[str, Any]) -> Solver:
 
 def super_resolve(
     lr: Any,
-    kernel: Kernel | np.ndarray,
+    kernel: Kernel | RegionalKernel | np.ndarray,
     *,
     offset: float | None = None,
     p: Factor | None = None,
@@ -171,9 +172,15 @@ def super_resolve(
         read lazily) is solved block by block
         (:func:`boneframe.superres.blockwise.super_resolve_blockwise`): the
         result is lazy, computed block by block when written.
-    kernel : Kernel or ndarray
+    kernel : Kernel, RegionalKernel or ndarray
         Blurring kernel ``h`` (odd support, centre at ``K // 2``, any gain). A
-        :class:`~boneframe.kernel.result.Kernel` brings its offset and ``p``.
+        :class:`~boneframe.kernel.result.Kernel` brings its offset and ``p``. A
+        :class:`~boneframe.kernel.regional.RegionalKernel` (one kernel per region,
+        e.g. from :func:`~boneframe.kernel.estimate_regional_kernels`) solves the
+        spatially variant model of :mod:`boneframe.superres.variant` (kernels
+        blended between region centres, placed by ``lr``'s geometry; CPU; a
+        mask needs a zarr volume); the result's calibration then follows the
+        regions' mean gain and offset.
     offset : float, optional
         Grey-level offset ``c`` of the model ``g = U(h * (f + c))``; default the
         Kernel's (0 for a bare array).
@@ -288,7 +295,12 @@ def super_resolve(
     (16, 16, 16)
     """
     array_namespace_for(device)  # an unknown device, or CUDA without CuPy: refused first
-    k = as_kernel(kernel, offset, p)
+    regional = kernel if isinstance(kernel, RegionalKernel) else None
+    if regional is not None:
+        regional = _as_regional(regional, offset, p)
+        k = regional.mean_kernel()
+    else:
+        k = as_kernel(kernel, offset, p)
     _check_grid(k, lr)
     h, p3, c = k.array, k.p, k.offset
     gain = float(np.sum(h))
@@ -302,6 +314,10 @@ def super_resolve(
     settings.update(solver_params or {})
     reg = _regularizer(regularizer)
     data = lr.data if isinstance(lr, Volume) else lr
+    if regional is not None and device != "cpu":
+        raise InputError(
+            f"device={device!r}: a spatially variant (regional) kernel is solved on the CPU"
+        )
     if is_lazy(data):
         if device != "cpu":
             raise InputError(
@@ -316,8 +332,9 @@ def super_resolve(
         from boneframe.superres.blockwise import super_resolve_blockwise
 
         blocks = super_resolve_blockwise(
-            data, k, regularizer=reg, solver=solver, settings=settings, scale=scale,
-            block=block, halo=halo, workers=1 if workers == -1 else workers, mask=region,
+            data, k if regional is None else _placed(regional, lr), regularizer=reg,
+            solver=solver, settings=settings, scale=scale, block=block, halo=halo,
+            workers=1 if workers == -1 else workers, mask=region,
         )  # fmt: skip
         return SuperResolution(
             volume=Volume(blocks.volume, **geometry),
@@ -329,6 +346,11 @@ def super_resolve(
         )
     g_arr = real_volume(data, "the low-resolution volume")
     if region is not None:
+        if regional is not None:
+            raise InputError(
+                "a mask with a regional kernel needs a zarr (block-wise) volume; in memory, "
+                "crop the scan to the region instead"
+            )
         return _solve_inside(
             g_arr, k, region, geometry, halo, reference=reference, metric_fn=metric_fn,
             callback=callback, regularizer=reg, solver=solver, solver_params=settings,
@@ -344,9 +366,18 @@ def super_resolve(
         metric_fn = iteration_metrics(
             ref, geometry["voxel_size"] or getattr(reference, "voxel_size", None)
         )
-    problem = SuperResolutionProblem.from_scan(
-        g_arr, h, offset=c, p=p3, regularizer=reg, workers=workers, scale=scale, device=device
-    )
+    if regional is not None:
+        from boneframe.superres.variant import VariantSuperResolutionProblem
+
+        problem: SuperResolutionProblem = VariantSuperResolutionProblem.from_regional(
+            g_arr, regional, _positions(regional, lr), regularizer=reg, workers=workers,
+            scale=scale,
+        )  # fmt: skip
+    else:
+        problem = SuperResolutionProblem.from_scan(
+            g_arr, h, offset=c, p=p3, regularizer=reg, workers=workers, scale=scale,
+            device=device,
+        )  # fmt: skip
     estimate = problem.estimate
     wrapped: Callback | None = None
     if metric_fn is not None or callback is not None:
@@ -368,6 +399,43 @@ def super_resolve(
         scale=problem.scale,
         padding=problem.padding,
     )
+
+
+def _as_regional(
+    regional: RegionalKernel, offset: float | None, p: Factor | None
+) -> RegionalKernel:
+    """``offset`` and ``p`` applied to a regional kernel as :func:`as_kernel` does."""
+    if p is not None and as_factor(p) != regional.p:
+        raise InputError(
+            f"p={as_factor(p)} differs from the regional kernel's p={regional.p}: it was "
+            "estimated for that factor"
+        )
+    if regional.voxel_size is None:
+        raise InputError("a regional kernel needs its voxel size (its centres are in µm)")
+    return regional if offset is None else regional.with_offset(offset)
+
+
+def _lr_voxel_size(regional: RegionalKernel, lr: Any) -> tuple[float, ...]:
+    vs = getattr(lr, "voxel_size", None)
+    if vs is None:
+        vs = tuple(v * q for v, q in zip(regional.voxel_size, regional.p, strict=True))  # type: ignore[arg-type]
+    return tuple(vs)
+
+
+def _positions(regional: RegionalKernel, lr: Any) -> list[np.ndarray]:
+    """µm positions of ``lr``'s voxels per axis, in the frame of the regional kernel."""
+    from boneframe.kernel.regional import axis_positions
+
+    return axis_positions(
+        np.shape(getattr(lr, "data", lr)), _lr_voxel_size(regional, lr),
+        getattr(lr, "origin", (0.0, 0.0, 0.0)), getattr(lr, "direction", None),
+    )  # fmt: skip
+
+
+def _placed(regional: RegionalKernel, lr: Any) -> RegionalKernel:
+    """The regional kernel with centres counted from ``lr``'s voxel 0 (for its blocks,
+    which are bare arrays addressed from their own first voxel)."""
+    return regional.relative_to([float(x[0]) for x in _positions(regional, lr)])
 
 
 def _number(v: Any) -> float:
