@@ -470,8 +470,9 @@ def estimate_kernel_cmd(
 
         with reporter.stage("bootstrap"):
             extra = bootstrap_kernel(
-                f, g, **{k: v for k, v in options.items() if k != "init"}, **uncertainty
-            ).sidecar()
+                f, g, estimate=kernel, **{k: v for k, v in options.items() if k != "init"},
+                **uncertainty,
+            ).sidecar()  # fmt: skip
         kernel.uncertainty = extra
     kernel.save(out, overwrite=overwrite)
     side = kernel.summary()

@@ -206,9 +206,8 @@ def run_kernel_stage(
         from boneframe.kernel.bootstrap import bootstrap_kernel
 
         with reporter.stage(f"{label}: bootstrap"):
-            options.pop("regularizer_params")
             kernel.uncertainty = bootstrap_kernel(
-                inputs.hr, inputs.lr, **options, **uncertainty
+                inputs.hr, inputs.lr, estimate=kernel, **options, **uncertainty
             ).sidecar()
     return kernel
 

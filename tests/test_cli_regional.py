@@ -87,3 +87,18 @@ def test_regional_estimate_for_another_similarity_and_chunked_input():
     assert mi.kernels[0].similarity == "mi" and mi.grid == (1, 1, 2)
     fw = [r["fwhm_um"][2] for r in mi.region_summaries()]
     assert fw[1] > fw[0]
+
+
+def test_bootstrap_intervals_go_into_the_sidecar(phantom, tmp_path, capsys):
+    k = tmp_path / "kb.npy"
+    hr, lr = str(phantom / "hr.npy"), str(phantom / "lr.npy")
+    code, _, err = run(capsys, "estimate-kernel", hr, lr, "--bootstrap", "20", "--support", "7",
+                       "--out", str(k), "--quiet")  # fmt: skip
+    assert code == 0, err
+    side = json.loads(k.with_suffix(".json").read_text())
+    assert side["bootstrap"]["replicates"] == 20 and side["bootstrap"]["seed"] == 0
+    for axis, (lo, hi) in enumerate(side["fwhm_um_ci"]):  # None: an unbounded end
+        assert (lo is None or lo <= side["fwhm_um"][axis]) and (hi is None or hi >= lo)
+    assert set(side["alpha_sensitivity"]) == {"alpha", "fwhm_um_half_alpha", "fwhm_um_double_alpha"}
+    code, _, err = run(capsys, "estimate-kernel", hr, lr, "--bootstrap", "3", "--out", str(k))
+    assert code == 2 and err.startswith("error:") and "at least 10" in err, err

@@ -8,11 +8,14 @@ Reading order: :mod:`~boneframe.kernel.pair` (what a pair must be),
 :mod:`~boneframe.kernel.quadratic` (normal equations, GCV),
 :mod:`~boneframe.kernel.estimate` (:func:`estimate_kernel`),
 :mod:`~boneframe.kernel.result` (:class:`Kernel`),
-:mod:`~boneframe.kernel.summary` (FWHM, MTF) and, for a blur that varies across
-the field of view, :mod:`~boneframe.kernel.regional` (:class:`RegionalKernel`)
-and :mod:`~boneframe.kernel.regional_estimate` (:func:`estimate_regional_kernels`).
+:mod:`~boneframe.kernel.summary` (FWHM, MTF),
+:mod:`~boneframe.kernel.bootstrap` (:func:`bootstrap_kernel`: their intervals) and,
+for a blur that varies across the field of view, :mod:`~boneframe.kernel.regional`
+(:class:`RegionalKernel`) and :mod:`~boneframe.kernel.regional_estimate`
+(:func:`estimate_regional_kernels`).
 """
 
+from boneframe.kernel.bootstrap import KernelUncertainty, bootstrap_kernel
 from boneframe.kernel.boxes import KernelBoxes, lr_boxes
 from boneframe.kernel.design import ValidDesign
 from boneframe.kernel.estimate import (
@@ -37,10 +40,12 @@ __all__ = [
     "Kernel",
     "KernelBoxes",
     "KernelProblem",
+    "KernelUncertainty",
     "QuadraticStatistics",
     "RegionalKernel",
     "ValidDesign",
     "as_support",
+    "bootstrap_kernel",
     "check_pair",
     "default_alpha",
     "default_solver",

@@ -8,7 +8,8 @@ dask pair), and the similarity is evaluated block by block
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import scipy.optimize
@@ -18,7 +19,7 @@ from boneframe.errors import InputError
 from boneframe.interfaces import Regularizer, Similarity
 from boneframe.kernel.boxes import KernelBoxes
 from boneframe.kernel.pair import Support, as_support, check_pair
-from boneframe.kernel.quadratic import QuadraticStatistics, regularizer_hessian
+from boneframe.kernel.quadratic import QuadraticCells, QuadraticStatistics, regularizer_hessian
 from boneframe.operators import Factor, as_factor
 
 __all__ = ["KernelProblem", "project_simplex"]
@@ -40,6 +41,16 @@ def project_simplex(h: np.ndarray) -> np.ndarray:
     rho = int(np.nonzero(srt - cum / idx > 0)[0][-1])
     theta = cum[rho] / (rho + 1)
     return np.maximum(flat - theta, 0.0).reshape(np.shape(h))
+
+
+def _box_side(box: int | Sequence[int]) -> tuple[int, int, int]:
+    """A cell side: one or three positive integers (low-resolution voxels)."""
+    sides: tuple[Any, ...] = (box,) * 3 if np.isscalar(box) else tuple(cast(Sequence[int], box))
+    if len(sides) != 3 or not all(
+        isinstance(b, int | np.integer) and not isinstance(b, bool) and b >= 1 for b in sides
+    ):
+        raise InputError(f"box must be one or three positive integers, got {box!r}")
+    return int(sides[0]), int(sides[1]), int(sides[2])
 
 
 class _BoxesAt:
@@ -89,6 +100,10 @@ class KernelProblem:
     cache_boxes : bool
         Dask input: keep the transformed boxes in memory between passes
         (:class:`~boneframe.kernel.boxes.KernelBoxes`).
+    box : int or 3 ints, optional
+        Cut the valid region into cells of about this many low-resolution voxels
+        per axis, the units that :attr:`weights` count (a bootstrap replicate,
+        :mod:`boneframe.kernel.bootstrap`); default: one cell per box.
 
     Notes
     -----
@@ -132,6 +147,10 @@ class KernelProblem:
               = \kappa X^\top P_\perp g - \nabla R(0),
 
     from sums over the boxes (:class:`~boneframe.kernel.quadratic.QuadraticStatistics`).
+
+    **Weights.** With :attr:`weights` (one non-negative integer per cell) every sum
+    counts each cell's voxels that many times: the same problem on a resampled
+    data set (:class:`~boneframe.kernel.boxes.KernelBoxes`).
     """
 
     def __init__(
@@ -146,13 +165,15 @@ class KernelProblem:
         fit_offset: bool | None = None,
         offset: float = 0.0,
         cache_boxes: bool = False,
+        box: int | Sequence[int] | None = None,
     ):
         self.similarity = similarity
         self.regularizer = regularizer
         self.support = as_support(support)
         self.p = as_factor(p)
         f, g = check_pair(f, g, self.support, self.p)
-        self.boxes = KernelBoxes(f, g, self.support, self.p, cache=cache_boxes)
+        cells = None if box is None else _box_side(box)
+        self.boxes = KernelBoxes(f, g, self.support, self.p, cache=cache_boxes, box=cells)
         self.fit_offset = similarity.scale_sensitive if fit_offset is None else bool(fit_offset)
         if not similarity.scale_sensitive:
             # the similarity cannot identify the gain: admissible kernels are
@@ -161,7 +182,6 @@ class KernelProblem:
         if not np.isfinite(offset):
             raise InputError(f"offset must be finite, got {offset}")
         self.offset = float(offset)
-        self.n_valid = self.boxes.n_valid
         self.f_mean = self.boxes.f_mean
         self._t_cache: list[tuple[np.ndarray, float]] = []
 
@@ -169,6 +189,23 @@ class KernelProblem:
     def data(self) -> GreyMoments:
         """Moments of ``g`` over the valid voxels."""
         return self.boxes.data
+
+    @property
+    def n_valid(self) -> int:
+        """Number of valid low-resolution voxels (each counted as often as its
+        cell's weight)."""
+        return self.boxes.n_valid
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """How many times each cell counts (:attr:`KernelBoxes.weights
+        <boneframe.kernel.boxes.KernelBoxes.weights>`); ``None``: every voxel once."""
+        return self.boxes.weights
+
+    @weights.setter
+    def weights(self, weights: Any) -> None:
+        self.boxes.weights = weights
+        self._t_cache = []
 
     def blocks(self, h: np.ndarray, c: float | None = None) -> Blocks:
         """The valid voxels' ``(u, g)`` at ``h`` and ``c`` (default: the best offset),
@@ -270,13 +307,7 @@ class KernelProblem:
         InputError
             The similarity is not quadratic.
         """
-        sim = self.similarity
-        curvature = getattr(sim, "curvature", None)
-        if not sim.quadratic or curvature is None:
-            raise InputError(
-                f"solver 'exact' needs a quadratic similarity; {sim.name!r} is not "
-                "(use solver 'gradient-descent')"
-            )
+        curvature = self._curvature()
         gram = self.boxes.gram()
         return QuadraticStatistics(
             kappa=float(curvature(self.data)),
@@ -287,6 +318,37 @@ class KernelProblem:
             g_sum=self.data.total,
             g_perp=self.data.m2,
         )
+
+    def quadratic_cells(self) -> QuadraticCells:
+        """Each cell's sums for the normal equations (one pass over the boxes; weights
+        ignored): every weighting's :class:`QuadraticStatistics` from them at the cost
+        of a weighted sum (:meth:`QuadraticCells.statistics
+        <boneframe.kernel.quadratic.QuadraticCells.statistics>`).
+
+        Raises
+        ------
+        InputError
+            The similarity is not quadratic.
+        """
+        curvature = self._curvature()
+        return QuadraticCells.of(self.boxes.cell_sums(), curvature)
+
+    def _curvature(self) -> Any:
+        """The quadratic similarity's ``curvature(data)``.
+
+        Raises
+        ------
+        InputError
+            The similarity is not quadratic.
+        """
+        sim = self.similarity
+        curvature = getattr(sim, "curvature", None)
+        if not sim.quadratic or curvature is None:
+            raise InputError(
+                f"solver 'exact' needs a quadratic similarity; {sim.name!r} is not "
+                "(use solver 'gradient-descent')"
+            )
+        return curvature
 
     def normal_equations(self) -> tuple[np.ndarray, np.ndarray]:
         """``(A, b)`` of the profiled quadratic objective: its minimiser solves ``A h = b``.

@@ -2,22 +2,61 @@
 
 Everything a quadratic similarity needs from the data is a handful of sums over
 the valid voxels (:class:`QuadraticStatistics`), so a blocked volume sums its
-boxes' and solves exactly as in memory.
+boxes' and solves exactly as in memory; kept per cell (:class:`QuadraticCells`),
+any weighting of the cells (a bootstrap replicate) costs a weighted sum.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 import scipy.optimize
 
+from boneframe.additive import GreyMoments
 from boneframe.errors import InputError
 from boneframe.interfaces import Regularizer
 
-__all__ = ["QuadraticStatistics", "regularizer_hessian"]
+__all__ = [
+    "QuadraticCells",
+    "QuadraticStatistics",
+    "cell_counts",
+    "regularizer_hessian",
+    "upper_indices",
+]
+
+
+def cell_counts(weights: Any, n_cells: int) -> np.ndarray:
+    """``weights`` as how many times each of ``n_cells`` cells counts (int64).
+
+    Raises
+    ------
+    InputError
+        Not one non-negative integer per cell, or all zero.
+    """
+    raw = np.asarray(weights)
+    ok = raw.shape == (n_cells,) and (
+        np.issubdtype(raw.dtype, np.integer)
+        or (np.issubdtype(raw.dtype, np.floating) and bool(np.all(np.mod(raw, 1) == 0)))
+    )
+    if not ok or np.any(raw < 0) or not np.any(raw > 0):
+        raise InputError(
+            f"box weights must be {n_cells} non-negative integers (one per cell), not all "
+            f"zero; got {raw.dtype} of shape {raw.shape}"
+        )
+    return raw.astype(np.int64)
+
+
+@lru_cache(maxsize=4)
+def upper_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``numpy.triu_indices(n)``, kept (read-only): where a packed upper triangle goes."""
+    rows, cols = np.triu_indices(n)
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
 
 
 def regularizer_hessian(
@@ -169,3 +208,96 @@ class QuadraticStatistics:
             options={"xatol": 1e-10},
         )
         return float(np.exp(best.x) * kappa)
+
+
+@dataclass
+class QuadraticCells:
+    r"""The sums of :class:`QuadraticStatistics`, cell by cell.
+
+    Attributes
+    ----------
+    xtx : list of ndarray
+        Each cell's :math:`X^\top X` (``n`` kernel taps), its upper triangle row
+        by row (``n (n + 1) / 2`` values).
+    xt1, xtg : list of ndarray
+        Each cell's :math:`X^\top 1` and :math:`X^\top \tilde g` (``n`` values).
+    data : list of GreyMoments
+        Each cell's moments of ``g``.
+    curvature : callable
+        ``curvature(data) -> kappa`` of the similarity, from the moments of all
+        counted voxels.
+
+    Notes
+    -----
+    Counting cell ``j`` :math:`m_j` times gives :math:`\sum_j m_j S_j` for each sum
+    :math:`S` (the moments merged :math:`m_j` times): :math:`O(C K^6)` for
+    :math:`C` cells, instead of a pass over the data. Memory: :math:`C K^3 (K^3 +
+    1) / 2` floats (2.1 MB a cell for :math:`K = 9`).
+    """
+
+    xtx: list[np.ndarray]
+    xt1: list[np.ndarray]
+    xtg: list[np.ndarray]
+    data: list[GreyMoments]
+    curvature: Callable[[GreyMoments], float]
+
+    @classmethod
+    def of(
+        cls, cells: Sequence[dict[str, Any]], curvature: Callable[[GreyMoments], float]
+    ) -> QuadraticCells:
+        """From per-cell dicts ``xtx`` (upper triangle), ``xt1``, ``xtg``, ``data``
+        (:meth:`KernelBoxes.cell_sums <boneframe.kernel.boxes.KernelBoxes.cell_sums>`)."""
+        return cls(
+            xtx=[c["xtx"] for c in cells],
+            xt1=[c["xt1"] for c in cells],
+            xtg=[c["xtg"] for c in cells],
+            data=[c["data"] for c in cells],
+            curvature=curvature,
+        )
+
+    @property
+    def n_cells(self) -> int:
+        """Number of cells."""
+        return len(self.data)
+
+    def statistics(self, weights: Any = None) -> QuadraticStatistics:
+        """The statistics of the data set counting cell ``j`` ``weights[j]`` times
+        (non-negative integers; default: every cell once).
+
+        Raises
+        ------
+        InputError
+            Weights that are not one non-negative integer per cell, not all zero.
+        """
+        w = (
+            np.ones(self.n_cells, np.int64)
+            if weights is None
+            else cell_counts(weights, self.n_cells)
+        )
+        counted = [(j, m) for j, m in enumerate(w.tolist()) if m > 0]
+        data: GreyMoments | None = None
+        for j, m in counted:
+            for _ in range(m):
+                data = self.data[j] if data is None else data + self.data[j]
+        assert data is not None
+
+        def total(parts: list[np.ndarray]) -> np.ndarray:
+            out = np.zeros_like(parts[0])
+            for j, m in counted:
+                out += parts[j] if m == 1 else m * parts[j]
+            return out
+
+        n = self.xt1[0].size
+        xtx = np.empty((n, n))
+        upper = upper_indices(n)
+        xtx[upper] = total(self.xtx)
+        xtx[upper[1], upper[0]] = xtx[upper]
+        return QuadraticStatistics(
+            kappa=float(self.curvature(data)),
+            xtx=xtx,
+            xt1=total(self.xt1),
+            xtg=total(self.xtg),
+            n_valid=int(data.n),
+            g_sum=data.total,
+            g_perp=data.m2,
+        )

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from boneframe.errors import InputError
-from boneframe.kernel.result import Kernel
+from boneframe.kernel.result import UNCERTAINTY_KEYS, Kernel
 from boneframe.operators.partition import hat_weights, region_weight
 from boneframe.volume import Triple
 
@@ -46,8 +46,6 @@ __all__ = ["REGIONAL_KIND", "RegionalKernel", "axis_positions", "load_kernel"]
 
 #: The sidecar's ``kind`` of a regional kernel file.
 REGIONAL_KIND = "regional"
-#: Per-region keys of the bootstrap intervals carried into the sidecar.
-INTERVAL_KEYS = ("fwhm_um_ci", "mtf50_lpmm_ci", "mtf10_lpmm_ci")
 
 
 def axis_positions(
@@ -310,7 +308,7 @@ class RegionalKernel:
             )
             boxes.append(tuple((int(a), int(b)) for a, b in reg["lr_box"]))
             centres.append(tuple(float(c) for c in reg["centre_um"]))
-            intervals.append({k: reg[k] for k in INTERVAL_KEYS if reg.get(k) is not None})
+            intervals.append({k: reg[k] for k in UNCERTAINTY_KEYS if reg.get(k) is not None})
         return cls(kernels, grid, boxes, centres, lr_shape, intervals)  # type: ignore[arg-type]
 
 

@@ -145,9 +145,10 @@ def estimate_regional_kernels(
             if uncertainty is not None:
                 from boneframe.kernel.bootstrap import bootstrap_kernel
 
+                kept = {k_: v for k_, v in options.items() if k_ not in ("callback", "init")}
                 extra = bootstrap_kernel(
-                    f_box, g_box, support=k, p=pp, voxel_size=vs,
-                    **{**{k_: v for k_, v in options.items() if k_ != "callback"}, **uncertainty},
+                    f_box, g_box, support=k, p=pp, voxel_size=vs, estimate=est,
+                    **{**kept, **uncertainty},
                 ).sidecar()  # fmt: skip
         except InputError as exc:
             where = tuple(int(i) for i in index)

@@ -21,8 +21,8 @@ UNCERTAINTY_KEYS = (
     "fwhm_um_ci",
     "mtf50_lpmm_ci",
     "mtf10_lpmm_ci",
-    "bootstrap",
     "alpha_sensitivity",
+    "bootstrap",
 )
 
 
