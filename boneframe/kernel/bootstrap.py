@@ -295,7 +295,7 @@ def bootstrap_kernel(
     >>> hr, lr = simulate_pair(48, seed=0, noise=0.01).volumes()
     >>> ci = bootstrap_kernel(hr, lr, replicates=20, seed=1)
     >>> len(ci.fwhm_um_ci), sorted(ci.sidecar())[:3]
-    (3, ['alpha', 'alpha_sensitivity', 'box'])
+    (3, ['alpha_sensitivity', 'bootstrap', 'fwhm_um_ci'])
     """
     _check(replicates, level, seed, interval)
     options = _estimate_options(estimate_options)
