@@ -5,6 +5,9 @@ paper's and ``measure``'s default. ``gauss-threshold`` (:class:`GaussThreshold`)
 Gaussian smoothing then a fixed threshold in mg HA/cm³, HR-pQCT's standard
 evaluation, for calibrated scans (:data:`PUBLISHED_DEFAULTS`). Both work on
 numpy and dask volumes (dask: chunk by chunk, equal to in memory).
+``partial-volume`` (:class:`PartialVolumeSegmentation`): the threshold that keeps
+the bone fraction the mean grey level holds between the marrow and bone levels,
+for blurred and super-resolved volumes whose partial volume Otsu counts as bone.
 """
 
 from __future__ import annotations
@@ -12,14 +15,24 @@ from __future__ import annotations
 from boneframe.interfaces import Segmentation
 from boneframe.segmentation.gauss import PUBLISHED_DEFAULTS, GaussThreshold, smooth
 from boneframe.segmentation.otsu import OtsuSegmentation
+from boneframe.segmentation.partial_volume import (
+    PartialVolumeSegmentation,
+    partial_volume_threshold,
+)
 
 #: The built-in segmentations, registered by :mod:`boneframe.builtins`.
-BUILTIN_SEGMENTATIONS: tuple[type[Segmentation], ...] = (OtsuSegmentation, GaussThreshold)
+BUILTIN_SEGMENTATIONS: tuple[type[Segmentation], ...] = (
+    OtsuSegmentation,
+    GaussThreshold,
+    PartialVolumeSegmentation,
+)
 
 __all__ = [
     "BUILTIN_SEGMENTATIONS",
     "PUBLISHED_DEFAULTS",
     "GaussThreshold",
     "OtsuSegmentation",
+    "PartialVolumeSegmentation",
+    "partial_volume_threshold",
     "smooth",
 ]
