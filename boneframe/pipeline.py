@@ -409,6 +409,15 @@ def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter)
                 },
                 "kernels": kernel_report,
             }
+            for seg in spec.metrics.segmentations:
+                for label, vol in list(result.volumes.items()):
+                    if not label.startswith("sr_"):  # the upsampled scan has no bone plateau
+                        continue
+                    result.metrics["volumes"][f"{label} · {seg.name}"] = measure(
+                        vol, inputs.hr, region, segmentation=seg.name,
+                        segmentation_params=seg.params.model_dump(),
+                        structure=spec.metrics.structure,
+                    )  # fmt: skip
         write_json(tmp / "metrics.json", result.metrics)
         from boneframe.report import write_report
 

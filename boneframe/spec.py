@@ -268,11 +268,13 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
         Regularizer: TypeAlias = Any
         Solver: TypeAlias = Any
         Contouring: TypeAlias = Any
+        Segmentation: TypeAlias = Any
     else:
         Similarity = _strategy_union(registry, "similarity")
         Regularizer = _strategy_union(registry, "regularizer")
         Solver = _strategy_union(registry, "solver")
         Contouring = _strategy_union(registry, "contour")
+        Segmentation = _strategy_union(registry, "segmentation")
 
     class CompartmentsSpec(_Model):
         """The bone compartments of the low-resolution scan: contoured by a strategy,
@@ -380,6 +382,12 @@ def _spec_model_for(registry_id: int) -> type[BaseModel]:
 
         structure: bool = Field(True, description="Also Tb.Th, Tb.Sp, Tb.N and DA.")
         threshold: float | None = Field(None, description="Fixed threshold; null: Otsu.")
+        segmentations: list[Segmentation] = Field(
+            default_factory=list,
+            description="Also measure every super-resolved volume on the bone of these "
+            "segmentations (rows '<volume> · <segmentation>'), e.g. partial-volume; the "
+            "reference keeps Otsu's (or the threshold).",
+        )
         per_iteration: bool = Field(True, description="Record metrics at every SR iteration.")
         structure_every: int = Field(
             10,
