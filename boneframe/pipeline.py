@@ -259,6 +259,25 @@ def run_sr_stage(
         )
 
 
+def _segmentation_for(
+    seg: Any, stage: Any, inputs: Inputs, kernels: dict[str, Any], volume: Volume
+) -> Any:
+    """The segmentation ``seg`` of the spec for one super-resolution's volume; one
+    that needs the scan (``bind``) gets the scan and the stage's kernel (a regional
+    kernel's mean), and skips a lazy volume (None)."""
+    from boneframe.registry import get_registry
+
+    how = get_registry().create("segmentation", seg.name, seg.params)
+    if not hasattr(how, "bind"):
+        return how
+    if volume.is_lazy or inputs.lr.is_lazy:
+        return None
+    kernel = stage_kernel(stage, kernels)
+    if isinstance(kernel, RegionalKernel):
+        kernel = kernel.mean_kernel()
+    return how.bind(inputs.lr.numpy(), kernel.array, kernel.offset)
+
+
 def run_pipeline(
     spec: Any,
     out: str | Path,
@@ -410,12 +429,13 @@ def _run_stages(spec: Any, out: str | Path, overwrite: bool, reporter: Reporter)
                 "kernels": kernel_report,
             }
             for seg in spec.metrics.segmentations:
-                for label, vol in list(result.volumes.items()):
-                    if not label.startswith("sr_"):  # the upsampled scan has no bone plateau
+                for stage in spec.superresolution:
+                    vol = result.volumes[f"sr_{stage.name}"]
+                    how = _segmentation_for(seg, stage, inputs, result.kernels, vol)
+                    if how is None:
                         continue
-                    result.metrics["volumes"][f"{label} · {seg.name}"] = measure(
-                        vol, inputs.hr, region, segmentation=seg.name,
-                        segmentation_params=seg.params.model_dump(),
+                    result.metrics["volumes"][f"sr_{stage.name} · {seg.name}"] = measure(
+                        vol, inputs.hr, region, segmentation=how,
                         structure=spec.metrics.structure,
                     )  # fmt: skip
         write_json(tmp / "metrics.json", result.metrics)
