@@ -238,11 +238,19 @@ def run_sr_stage(
     solver_params = stage.solver.params.model_dump()
     metric_fn = None
     if spec.metrics.per_iteration and not inputs.lr.is_lazy:
+        from boneframe.registry import get_registry
+
+        further = [
+            get_registry().create("segmentation", seg.name, seg.params)
+            for seg in spec.metrics.segmentations
+        ]
         metric_fn = iteration_metrics(
             inputs.hr.numpy(),
             inputs.hr.voxel_size,
             spec.metrics.threshold,
             structure_every=spec.metrics.structure_every if spec.metrics.structure else 0,
+            # those that need no scan (cheap enough for every iteration)
+            segmentations=[how for how in further if not hasattr(how, "bind")],
         )
     total = None if inputs.lr.is_lazy else solver_params.get("max_iter")
     with reporter.stage(f"super-resolution {stage.name}", total=total) as cb:

@@ -83,3 +83,16 @@ def test_registered_and_refusals():
         partial_volume_threshold(x)
     m = measure(layered(), names=["bv_tv"], segmentation="partial-volume")
     assert m["bv_tv"] == pytest.approx(0.3) and m["segmentation"]["name"] == "partial-volume"
+
+
+def test_iteration_metrics_record_further_segmentations():
+    from boneframe.superres.iteration_metrics import iteration_metrics
+
+    pair = simulate_pair(24, 1, noise=0.01)
+    fn = iteration_metrics(pair.hr, 41.0, structure_every=0, segmentations=["partial-volume"])
+    rec = fn(pair.hr + 0.01)
+    for k in ("dice", "bv_tv", "conn_d"):
+        assert f"{k} · partial-volume" in rec
+    expected = measure(pair.hr + 0.01, pair.hr, voxel_size=41.0, names=["bv_tv"],
+                       segmentation="partial-volume")  # fmt: skip
+    assert rec["bv_tv · partial-volume"] == expected["bv_tv"]

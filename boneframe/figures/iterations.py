@@ -76,6 +76,13 @@ def iteration_figure(
     for m in volumes.values():
         units.update(m.get("units") or {})
     curves = [key for key in CURVES if any(key in h for h in histories.values())]
+    # further segmentations' curves are recorded as "<metric> · <segmentation>"
+    found = {k[k.index(" · ") :] for h in histories.values() for k in h if " · " in k}
+    suffixes = ["", *sorted(found)]
+    order = {
+        f"SR {name}{suffix}": i
+        for i, (name, suffix) in enumerate((n, x) for n in histories for x in suffixes)
+    }
     cols = min(4, len(curves)) or 1
     rows = -(-len(curves) // cols) or 1
     with figure_style() as plt:
@@ -85,9 +92,11 @@ def iteration_figure(
         for ax in axes.ravel()[len(curves) :]:
             ax.set_visible(False)
         for ax, key in zip(axes.ravel(), curves, strict=False):
-            for i, (name, hist) in enumerate(histories.items()):
-                if key in hist:
-                    _run_curve(ax, hist["iteration"], hist[key], f"SR {name}", i)
+            for name, hist in histories.items():
+                for suffix in suffixes:  # the run, then its further segmentations
+                    if key + suffix in hist:
+                        curve = f"SR {name}{suffix}"
+                        _run_curve(ax, hist["iteration"], hist[key + suffix], curve, order[curve])
             if key in HR_REFERENCE and _finite(volumes.get("hr", {}).get(key)):
                 ax.axhline(volumes["hr"][key], **HR_STYLE)
             if key in LR_REFERENCE and _finite(volumes.get("lr_upsampled", {}).get(key)):

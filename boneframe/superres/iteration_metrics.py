@@ -19,6 +19,8 @@ ITERATION_METRICS = ("psnr", "dice", "bv_tv", "conn_d")
 #: Structure metrics recorded every :data:`STRUCTURE_EVERY`-th iteration.
 STRUCTURE_ITERATION_METRICS = ("tb_th", "tb_sp")
 STRUCTURE_EVERY = 10
+#: The metrics recorded for every further segmentation.
+SEGMENTED_METRICS = ("dice", "bv_tv", "conn_d")
 
 
 def iteration_metrics(
@@ -26,6 +28,7 @@ def iteration_metrics(
     voxel_size: float | Sequence[float] | None,
     threshold: float | None = None,
     structure_every: int = STRUCTURE_EVERY,
+    segmentations: Sequence[Any] = (),
 ) -> Callable[[np.ndarray], dict[str, float]]:
     """``f(x) -> {name: value}`` for a solver's per-iteration history.
 
@@ -34,7 +37,9 @@ def iteration_metrics(
     ``structure_every``-th call, starting with the first, also Tb.Th and Tb.Sp
     (local thickness costs about as much as several ADMM iterations, so not every
     time; 0 never; only for isotropic voxels). The other calls leave them out, so
-    the history has gaps there.
+    the history has gaps there. Each of ``segmentations`` (registered names or
+    :class:`~boneframe.interfaces.Segmentation` instances) adds DICE, BV/TV and
+    Conn.D of its bone, under ``"<metric> · <segmentation>"``.
     """
     from boneframe.metrics import measure
 
@@ -53,6 +58,11 @@ def iteration_metrics(
         if structure and (calls - 1) % structure_every == 0:
             wanted += list(STRUCTURE_ITERATION_METRICS)
         m = measure(x, reference, voxel_size=voxel_size, threshold=threshold, names=wanted)
-        return {k: m[k] for k in wanted if k in m}
+        out = {k: m[k] for k in wanted if k in m}
+        for seg in segmentations:
+            also = [n for n in SEGMENTED_METRICS if n in names]
+            s = measure(x, reference, voxel_size=voxel_size, segmentation=seg, names=also)
+            out.update({f"{k} · {s['segmentation']['name']}": s[k] for k in also})
+        return out
 
     return metric_fn
