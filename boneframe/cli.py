@@ -269,15 +269,16 @@ def info(path: Annotated[Path, typer.Argument(help="Volume file.")]) -> None:
 
     vol = read_volume(path)
     if vol.metadata.get("kind") == "regional":
-        from boneframe.kernel import load_kernel
+        from boneframe.kernel import RegionalKernel, load_kernel
 
         regional = load_kernel(path)
+        assert isinstance(regional, RegionalKernel)
         grid = "x".join(str(n) for n in regional.grid)
         typer.echo(f"file:        {path}")
         typer.echo(f"regional kernel: {grid} regions, support {regional.support}, p {regional.p}")
-        vs = regional.voxel_size
+        rvs = regional.voxel_size
         typer.echo(
-            f"voxel size:  {'unknown' if vs is None else ', '.join(f'{v:g}' for v in vs)} µm"
+            f"voxel size:  {'unknown' if rvs is None else ', '.join(f'{v:g}' for v in rvs)} µm"
         )
         typer.echo(regional_table(regional))
         return
@@ -534,7 +535,7 @@ def super_resolve_cmd(
     and time left). The result keeps LR's position and density calibration.
     """
     from boneframe.io import read_volume, write_volume
-    from boneframe.kernel import load_kernel
+    from boneframe.kernel import RegionalKernel, load_kernel
     from boneframe.masks import read_mask
     from boneframe.spec import ComputeSpec, stage_model
     from boneframe.superres import super_resolve
@@ -579,7 +580,7 @@ def super_resolve_cmd(
         )
     settings = {
         "kernel": str(kernel),
-        "offset": (k.mean_kernel() if hasattr(k, "grid") else k).offset
+        "offset": (k.mean_kernel() if isinstance(k, RegionalKernel) else k).offset
         if offset is None
         else offset,
         "regularizer": regularizer,

@@ -30,6 +30,7 @@ from boneframe.kernel.result import Kernel
 from boneframe.operators import check_kernel
 from boneframe.operators.partition import hat_weights
 from boneframe.operators.variant import VariantBlur
+from boneframe.volume import as_triple
 
 __all__ = ["BANK_SPACING", "KernelVariation", "widen_kernel"]
 
@@ -88,7 +89,8 @@ class KernelVariation:
     @property
     def support(self) -> tuple[int, int, int]:
         """Support of the bank's kernels: the base one's widened by ``S``."""
-        return tuple(2 * math.ceil(k // 2 * self.factor) + 1 for k in self.kernel.shape)  # type: ignore[return-value]
+        z, y, x = (2 * math.ceil(k // 2 * self.factor) + 1 for k in self.kernel.shape)
+        return z, y, x
 
     def bank(self, voxel_um: float) -> tuple[np.ndarray, list[np.ndarray]]:
         """Centres (µm) and kernels of the simulation's bank along ``axis``."""
@@ -133,15 +135,18 @@ class KernelVariation:
         else:
             grid, boxes = region_boxes(lr_shape, regions)
             vs_lr = [v * q for v, q in zip(voxel_size, p, strict=True)]
-            centres_um = [
-                tuple(0.5 * (a + b - 1) * v for (a, b), v in zip(box, vs_lr, strict=True))
-                for box in boxes
-            ]
+            centres_um = []
+            for box in boxes:
+                (a0, b0), (a1, b1), (a2, b2) = box
+                centres_um.append(
+                    (0.5 * (a0 + b0 - 1) * vs_lr[0], 0.5 * (a1 + b1 - 1) * vs_lr[1],
+                     0.5 * (a2 + b2 - 1) * vs_lr[2])
+                )  # fmt: skip
         kernels = [
             Kernel(
                 self.kernel_at(c[self.axis], voxel_size[self.axis]),
                 offset=offset,
-                voxel_size=tuple(voxel_size),
+                voxel_size=as_triple(voxel_size, "voxel size"),
                 p=tuple(p),  # type: ignore[arg-type]
             )  # fmt: skip
             for c in centres_um

@@ -212,7 +212,7 @@ class RegionalKernel:
     def kernel_at(self, position_um: Sequence[float]) -> np.ndarray:
         """The blended kernel at one position (µm along the array axes)."""
         ws = self.axis_weights([np.array([float(x)]) for x in position_um])
-        return sum(
+        return sum(  # type: ignore[return-value]
             float(region_weight(ws, index)[0, 0, 0]) * k.array
             for k, index in zip(self.kernels, np.ndindex(*self.grid), strict=True)
         )
@@ -298,7 +298,7 @@ class RegionalKernel:
                     array=stacked[r * support[0] : (r + 1) * support[0]],
                     offset=float(reg["offset"]),
                     voxel_size=voxel_size,
-                    p=p,  # type: ignore[arg-type]
+                    p=p,
                     alpha=reg.get("alpha"),
                     iterations=int(reg.get("iterations", 0) or 0),
                     similarity=side.get("similarity"),

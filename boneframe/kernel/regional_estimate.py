@@ -59,7 +59,7 @@ def region_boxes(
         )
     per = [_split(int(n), q) for n, q in zip(lr_shape, parts, strict=True)]
     boxes = [tuple(per[a][i] for a, i in enumerate(index)) for index in np.ndindex(*parts)]
-    return parts, boxes  # type: ignore[return-value]
+    return parts, boxes
 
 
 def estimate_regional_kernels(
@@ -170,4 +170,4 @@ def estimate_regional_kernels(
         )
         if progress is not None:
             progress(n + 1, len(boxes))
-    return RegionalKernel(kernels, grid, boxes, centres, tuple(g.shape), intervals)  # type: ignore[arg-type]
+    return RegionalKernel(kernels, grid, boxes, centres, tuple(g.shape), intervals)

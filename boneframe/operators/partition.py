@@ -29,7 +29,9 @@ from boneframe.errors import InputError
 __all__ = ["hat_weights", "region_weight"]
 
 
-def hat_weights(centres: Sequence[float], positions: Sequence[float] | np.ndarray) -> np.ndarray:
+def hat_weights(
+    centres: Sequence[float] | np.ndarray, positions: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """The hat basis of sorted ``centres`` at ``positions`` along one axis.
 
     Parameters

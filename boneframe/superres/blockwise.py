@@ -29,6 +29,7 @@ import numpy as np
 
 from boneframe.errors import InputError
 from boneframe.interfaces import Regularizer
+from boneframe.kernel.regional import RegionalKernel
 from boneframe.kernel.result import Kernel
 from boneframe.operators import Factor, as_factor, check_kernel
 from boneframe.superres import masked
@@ -274,7 +275,7 @@ def _solve_block(
 
 def super_resolve_blockwise(
     g: Any,
-    kernel: Kernel,
+    kernel: Kernel | RegionalKernel,
     *,
     regularizer: Regularizer | str = "tv",
     solver: str = "admm",
@@ -345,10 +346,8 @@ def super_resolve_blockwise(
 
     if getattr(g, "ndim", None) != 3:
         raise InputError(f"g must be a 3D volume, got shape {getattr(g, 'shape', None)}")
-    from boneframe.kernel.regional import RegionalKernel
-
     regional = kernel if isinstance(kernel, RegionalKernel) else None
-    stationary = kernel if regional is None else regional.mean_kernel()
+    stationary = kernel.mean_kernel() if isinstance(kernel, RegionalKernel) else kernel
     h, p3, offset = stationary.array, stationary.p, stationary.offset
     b3 = _triple(DEFAULT_BLOCK if block is None else block, "block", 1)
     m3 = _triple(DEFAULT_HALO if halo is None else halo, "halo", 0)

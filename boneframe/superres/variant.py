@@ -104,7 +104,10 @@ class VariantSuperResolutionProblem(SuperResolutionProblem):
         if len(kernels) != len(weights) or not kernels:
             raise InputError("a variant problem needs one weight per kernel")
         omega = [float(np.mean(w)) for w in weights]
-        mean = sum(o * np.asarray(h, dtype=np.float64) for o, h in zip(omega, kernels, strict=True))
+        mean = np.sum(
+            [o * np.asarray(h, dtype=np.float64) for o, h in zip(omega, kernels, strict=True)],
+            axis=0,
+        )
         super().__init__(g, mean, p, regularizer, dtype=dtype, workers=workers, device="cpu")
         self.kernels = [np.asarray(h, dtype=np.float64) for h in kernels]
         self.weights = [np.ascontiguousarray(w, dtype=self.dtype) for w in weights]
