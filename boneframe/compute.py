@@ -45,6 +45,7 @@ __all__ = [
     "compute",
     "is_lazy",
     "map_reduce",
+    "map_reduce_delayed",
     "parse_scheduler_address",
     "use_scheduler",
 ]
@@ -121,12 +122,28 @@ def map_reduce(
         for part in parts[1:]:
             out = combine(out, fn(*part, *shared))
         return out
+    (out,) = compute(map_reduce_delayed(fn, parts, *shared, combine=combine))
+    return out
+
+
+def map_reduce_delayed(
+    fn: Callable[..., Any],
+    parts: Sequence[Sequence[Any]],
+    *shared: Any,
+    combine: Callable[[Any, Any], Any] = add,
+) -> Any:
+    """:func:`map_reduce` as one ``dask.delayed`` value, not computed yet.
+
+    Several of them passed to :func:`compute` together run as one graph: a
+    chunk (or any task) they share is computed once for all.
+    """
+    if not parts:
+        raise InputError("nothing to compute: no blocks")
     import dask
 
     once = [dask.delayed(s) if _is_array(s) else s for s in shared]
     tasks = [dask.delayed(fn)(*part, *once) for part in parts]
-    (out,) = dask.compute(_tree(tasks, combine))
-    return out
+    return _tree(tasks, combine)
 
 
 def _is_array(x: Any) -> bool:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import sys
+import threading
+from collections import Counter
 
 import dask.array as da
 import numpy as np
@@ -232,3 +235,76 @@ def test_a_thin_stack_in_one_chunk_along_z_is_measured_as_in_memory(pair) -> Non
 
     assert _least_chunk(VolumeBlocks.of(lazy).chunks) == 24
     assert _least_chunk(((6,), (24,), (24,))) == math.inf
+
+
+# -- one pass, each chunk read once --------------------------------------------------------
+def _counted(x: np.ndarray, chunks, reads: Counter, name: str):
+    """``x`` as a dask array whose chunks count how often they are loaded."""
+    lock = threading.Lock()
+
+    def load(block, block_info=None):
+        with lock:
+            reads[name, tuple(block_info[0]["chunk-location"])] += 1
+        return block
+
+    return da.from_array(x, chunks=chunks).map_blocks(load, dtype=x.dtype)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_each_chunk_is_read_once_per_pass(pair, monkeypatch, keep):
+    if not keep:  # the module, not the function of the same name
+        monkeypatch.setattr(sys.modules["boneframe.metrics.measure"], "KEEP_BYTES", 0)
+    estimate, reference = (x[:48, :48, :48] for x in pair)
+    mask = np.zeros(estimate.shape, bool)
+    mask[4:44, 2:46, 6:40] = True
+    names = [n for n in ALL_NAMES if n not in ("da", "mil_ratio")]  # they load the volume
+    reads: Counter = Counter()
+    chunked = measure(
+        _counted(estimate, 24, reads, "volume"),
+        _counted(reference, 24, reads, "reference"),
+        _counted(mask, 24, reads, "mask"),
+        voxel_size=41,
+        names=names,
+    )
+    assert_same(chunked, measure(estimate, reference, mask, voxel_size=41, names=names))
+    # kept: read once for every pass; else each pass reads each chunk once: the
+    # thresholds' two (volume and reference), then one for every metric
+    passes = {"volume": 3, "reference": 3, "mask": 1} if not keep else {}
+    assert len(reads) == 3 * 8
+    assert all(n == passes.get(name, 1) for (name, _), n in reads.items()), reads
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_blocks_short_of_halo_run_again(pair, monkeypatch, masked):
+    # a first halo of one voxel: every block's thickness asks for more, and only the
+    # thickness runs again on those blocks, with the halo each asked for
+    import boneframe.metrics.passes as passes
+    import boneframe.metrics.trabecular as trabecular
+
+    monkeypatch.setattr(trabecular, "FIRST_HALO", {"bone": 1, "marrow": 1})
+    again: list[int] = []
+    resume = passes._resume
+
+    def counting(blocks, forms, totals):
+        again.extend(
+            len(form.unfinished(t))
+            for (form, _), t in zip(forms, totals, strict=True)
+            if hasattr(form, "unfinished")
+        )
+        return resume(blocks, forms, totals)
+
+    monkeypatch.setattr(passes, "_resume", counting)
+    estimate = pair[0][:48, :48, :48]
+    mask = np.zeros(estimate.shape, bool)
+    mask[3:45, 5:47, 1:40] = True
+    mask = mask if masked else None
+    names = ["tb_th", "tb_th_sd", "tb_th_max", "tb_sp", "tb_sp_sd", "tb_sp_max", "euler"]
+    memory = measure(estimate, mask=mask, voxel_size=41, names=names)
+    chunked = measure(
+        da.from_array(estimate, chunks=12),
+        mask=None if mask is None else da.from_array(mask, chunks=12),
+        voxel_size=41,
+        names=names,
+    )
+    assert_same(chunked, memory)
+    assert sum(again) > 0

@@ -122,3 +122,42 @@ def test_runs_under_a_distributed_client(mask):
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2):
         got = local_thickness_map(da.from_array(small, chunks=16), 1.0, "bone").compute()
     np.testing.assert_array_equal(got, local_thickness(small, 1.0).map)
+
+
+# -- each block's own halo (the metrics' chunked thickness) -------------------------------
+def _block_maps(b, phase, first):
+    from dataclasses import replace
+
+    from boneframe.metrics.thickness_window import block_thickness
+
+    return [(b.start, block_thickness(replace(b, halo=first), phase, 1.0))]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_each_block_finds_its_exact_halo(seed):
+    # random structures, chunks and halos: a block's map is the in-memory map's voxels,
+    # or the halo it needs is more than it holds
+    from scipy import ndimage
+
+    from boneframe.interfaces import MetricContext
+    from boneframe.metrics.blocks import VolumeBlocks
+    from boneframe.metrics.thickness import thickness_map
+
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        shape = tuple(int(s) for s in rng.integers(10, 32, 3))
+        smooth = ndimage.gaussian_filter(rng.standard_normal(shape), rng.uniform(0.8, 3.5))
+        vol = smooth > rng.uniform(-0.4, 0.4)
+        chunks = tuple(int(c) for c in rng.integers(4, 16, 3))
+        held = int(rng.integers(1, 12))
+        first = int(rng.integers(1, held + 1))
+        blocks = VolumeBlocks.of(da.from_array(vol, chunks=chunks))
+        blocks = blocks.binarised(MetricContext(shape=blocks.shape, threshold=0.5))
+        for phase in ("bone", "marrow"):
+            want = thickness_map(vol, 1.0, phase=phase)
+            for start, (got, need) in blocks.map_reduce(_block_maps, phase, first, halo=held):
+                if got is None:
+                    assert need > held
+                    continue
+                box = tuple(slice(s, s + n) for s, n in zip(start, got.shape, strict=True))
+                np.testing.assert_array_equal(got, want[box])  # NaN positions and values

@@ -12,6 +12,7 @@ the mask are cut into the volume's chunks. Each pass reads every chunk once.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from boneframe.compute import add, is_lazy, map_reduce
+from boneframe.compute import add, is_lazy, map_reduce, map_reduce_delayed
 from boneframe.errors import InputError
 from boneframe.interfaces import MetricBlock, MetricContext
 from boneframe.metrics._arrays import check_volume_array
@@ -38,7 +39,6 @@ class _Layout:
     grid: tuple[int, ...]
     starts: tuple[tuple[int, ...], ...]
     halo: int
-    padded: bool  # ``grown`` comes from dask's overlap: padded beyond the border, not cut
 
 
 def _block_task(
@@ -54,14 +54,6 @@ def _block_task(
     """``fn(block, *shared)`` for the block at ``index`` (a dask task, or a call here)."""
     volume = np.asarray(volume)
     grown = np.asarray(grown)
-    if layout.padded:  # cut the overlap's padding beyond the volume's border
-        h = layout.halo
-        grown = grown[
-            tuple(
-                slice(h if i == 0 else 0, -h if i == n - 1 else None)
-                for i, n in zip(index, layout.grid, strict=True)
-            )
-        ]
     block = MetricBlock(
         volume=volume.view(np.uint8) if volume.dtype == bool else volume,
         grown=grown,
@@ -98,6 +90,25 @@ def _merge_runs(sizes: tuple[int, ...], least: int) -> tuple[int, ...]:
         else:
             out.append(run)
     return tuple(out)
+
+
+def _delayed(x: Any) -> Any:
+    """The chunks of a dask array as delayed values, its graph as it is: the arrays of
+    one pass (the volume, its bone grown by a halo, the reference, the mask) then
+    share their chunks' tasks, so a pass reads each chunk once."""
+    return x.to_delayed(optimize_graph=False)
+
+
+def _join(
+    shape: tuple[int, ...],
+    pieces: tuple[tuple[tuple[slice, ...], tuple[slice, ...]], ...],
+    *chunks: np.ndarray,
+) -> np.ndarray:
+    """A block's grown bone: the ``pieces`` (where in it, where in the chunk) of ``chunks``."""
+    out = np.empty(shape, dtype=bool)
+    for (into, part), chunk in zip(pieces, chunks, strict=True):
+        out[into] = np.asarray(chunk)[part]
+    return out
 
 
 def _values_task(volume: Any, reference: Any, fn: Callable[..., Any], *shared: Any) -> Any:
@@ -164,6 +175,29 @@ class VolumeBlocks:
             out.append(x)
         return cls(vol, out[0], out[1])
 
+    def kept(self, budget: int) -> VolumeBlocks:
+        """These blocks, their chunks read once and kept in memory when they fit.
+
+        On dask input whose volume, reference and mask take at most ``budget``
+        bytes together, every chunk is read (and checked) once, here, and the
+        passes that follow read it from memory (a volume of one chunk, one block,
+        becomes a numpy array: it is measured as in memory); larger volumes stay
+        lazy and each pass reads the chunks again. In memory, these blocks.
+        """
+        arrays = [a for a in (self.volume, self.reference, self.mask) if a is not None]
+        if not self.lazy or sum(int(a.nbytes) for a in arrays) > budget:
+            return self
+        import dask
+
+        one = self.single
+        held = iter(dask.compute(*arrays) if one else dask.persist(*arrays))
+        return replace(
+            self,
+            volume=next(held),
+            reference=None if self.reference is None else next(held),
+            mask=None if self.mask is None else next(held),
+        )
+
     # -- the grid -------------------------------------------------------------------
     @property
     def lazy(self) -> bool:
@@ -190,17 +224,22 @@ class VolumeBlocks:
         """The volume is one block: halos are never needed."""
         return all(n == 1 for n in self.grid)
 
-    def coarsened(self, halo: int) -> VolumeBlocks:
-        """Blocks for a pass with ``halo``: these, or merged ones where a chunk is thinner.
+    def coarsened(self, halo: int, factor: int = 1) -> VolumeBlocks:
+        """Blocks for a pass with ``halo``: these, or merged ones where a chunk is thinner
+        than ``factor * halo``.
 
-        A block thinner than its halo would read it from many neighbours; such
-        chunks are merged (along each axis, neighbours joined until each block
-        is at least ``2 * halo`` thick) for the pass. The results do not depend
+        A block thinner than its halo would read it from many neighbours, and
+        one a few halos thick spends most of its work on them; such chunks are
+        merged (along each axis, neighbours joined until each block is at least
+        ``max(2, factor) * halo`` thick) for the pass. The results do not depend
         on the blocks, only the cost does.
         """
-        if not self.lazy or _least_chunk(self.chunks) >= halo:
+        least = int(halo) * max(1, int(factor))
+        if not self.lazy or _least_chunk(self.chunks) >= least:
             return self
-        merged = tuple(c if len(c) == 1 else _merge_runs(c, 2 * int(halo)) for c in self.chunks)
+        merged = tuple(
+            c if len(c) == 1 else _merge_runs(c, max(least, 2 * int(halo))) for c in self.chunks
+        )
         return replace(
             self,
             volume=self.volume.rechunk(merged),
@@ -223,8 +262,8 @@ class VolumeBlocks:
         """``combine`` over the blocks of ``fn(volume, reference, *shared)`` (numpy blocks)."""
         if not self.lazy:
             return map_reduce(_values_task, [(self.volume, self.reference)], fn, *shared)
-        vol = self.volume.to_delayed().ravel()
-        ref = [None] * len(vol) if self.reference is None else self.reference.to_delayed().ravel()
+        vol = _delayed(self.volume).ravel()
+        ref = [None] * len(vol) if self.reference is None else _delayed(self.reference).ravel()
         parts = list(zip(vol, ref, strict=True))
         return map_reduce(_values_task, parts, fn, *shared, combine=combine)
 
@@ -288,6 +327,7 @@ class VolumeBlocks:
         halo: int = 0,
         combine: Callable[[Any, Any], Any] = add,
         select: Iterable[tuple[int, ...]] | None = None,
+        delayed: bool = False,
     ) -> Any:
         """``combine`` over the blocks of ``fn(block, *shared)``.
 
@@ -305,10 +345,14 @@ class VolumeBlocks:
             Associative merge of two results.
         select : iterable of block indices, optional
             Only these blocks (default: all).
+        delayed : bool
+            On dask blocks, return the reduction as one ``dask.delayed`` value
+            instead of computing it (:func:`boneframe.compute.compute` runs
+            several as one graph, each chunk read once for all of them).
 
         Returns
         -------
-        The combined result.
+        The combined result (computed, unless ``delayed`` on dask blocks).
         """
         if self.context is None:
             raise InputError("the blocks are not binarised yet: no threshold")
@@ -318,14 +362,14 @@ class VolumeBlocks:
         if not indices:
             raise InputError("nothing to compute: no blocks selected")
         if not self.lazy:
-            layout = _Layout(self.context, self.grid, starts, 0, False)
+            layout = _Layout(self.context, self.grid, starts, 0)
             part = ((0, 0, 0), self.volume, self.bone, self.reference, self.mask)
             return map_reduce(_block_task, [part], layout, fn, *shared, combine=combine)
-        grown, padded = self._grown(halo, starts, indices)
-        layout = _Layout(self.context, self.grid, starts, halo, padded)
-        vol = self.volume.to_delayed()
-        ref = None if self.reference is None else self.reference.to_delayed()
-        mask = None if self.mask is None else self.mask.to_delayed()
+        grown = self._grown(halo, starts, indices)
+        layout = _Layout(self.context, self.grid, starts, halo)
+        vol = _delayed(self.volume)
+        ref = None if self.reference is None else _delayed(self.reference)
+        mask = None if self.mask is None else _delayed(self.mask)
         parts = [
             (
                 idx,
@@ -336,38 +380,51 @@ class VolumeBlocks:
             )
             for idx in indices
         ]
+        if delayed:
+            return map_reduce_delayed(_block_task, parts, layout, fn, *shared, combine=combine)
         return map_reduce(_block_task, parts, layout, fn, *shared, combine=combine)
 
     def _grown(
         self, halo: int, starts: tuple[tuple[int, ...], ...], indices: list[tuple[int, ...]]
-    ) -> tuple[Any, bool]:
-        """Each block's bone grown by ``halo``, and whether it is padded beyond the border.
+    ) -> dict[tuple[int, ...], Any]:
+        """Each block's bone grown by ``halo`` (cut at the volume's border), as a delayed value.
 
-        Within the smallest chunk, dask's overlap (one graph layer); beyond it,
-        a slice of the volume per block, cut at the border.
+        One task per block joins the pieces of the bone's chunks that its grown
+        box covers (its neighbours', more than one deep where the halo is
+        thicker than they are); each bone chunk is computed once for all.
         """
-        bone = self.bone
-        if halo == 0:
-            return bone.to_delayed(), False
-        if halo <= _least_chunk(self.chunks):
-            import dask.array as da
+        import dask
 
-            # an axis of one chunk has no neighbours: its halo is the zeros of the border
-            single = [len(c) == 1 for c in self.chunks]
-            if any(single):
-                widths = [(halo, halo) if one else (0, 0) for one in single]
-                bone = da.pad(bone, widths, mode="constant", constant_values=False)
-                bone = bone.rechunk({ax: -1 for ax, one in enumerate(single) if one})
-            depth = {ax: 0 if one else halo for ax, one in enumerate(single)}
-            return da.overlap.overlap(bone, depth=depth, boundary=0).to_delayed(), True
+        bone = _delayed(self.bone)
+        if halo == 0:
+            return {idx: bone[idx] for idx in indices}
+        join = dask.delayed(_join, pure=True)
         out: dict[tuple[int, ...], Any] = {}
         for idx in indices:
-            box = tuple(
-                slice(max(s[i] - halo, 0), min(s[i] + c[i] + halo, n))
+            box = [
+                (max(s[i] - halo, 0), min(s[i] + c[i] + halo, n))
                 for s, c, i, n in zip(starts, self.chunks, idx, self.shape, strict=True)
-            )
-            out[idx] = bone[box]
-        return out, False
+            ]
+            near = [
+                [k for k, (s, c) in enumerate(zip(st, ch, strict=True)) if s < hi and s + c > lo]
+                for st, ch, (lo, hi) in zip(starts, self.chunks, box, strict=True)
+            ]
+            pieces, chunks = [], []
+            for k in itertools.product(*near):
+                spans = [
+                    (max(lo, st[j]), min(hi, st[j] + ch[j]), lo, st[j])
+                    for (lo, hi), st, ch, j in zip(box, starts, self.chunks, k, strict=True)
+                ]
+                pieces.append(
+                    (
+                        tuple(slice(a - lo, b - lo) for a, b, lo, _ in spans),
+                        tuple(slice(a - s0, b - s0) for a, b, _, s0 in spans),
+                    )
+                )
+                chunks.append(bone[k])
+            shape = tuple(hi - lo for lo, hi in box)
+            out[idx] = join(shape, tuple(pieces), *chunks)
+        return out
 
     def map_blocks(
         self, fn: Callable[..., np.ndarray], *shared: Any, halo: int = 0, dtype: Any = np.float32
@@ -385,9 +442,9 @@ class VolumeBlocks:
         blocks = self.coarsened(int(halo))
         starts = tuple(tuple(int(s) for s in np.cumsum((0, *c[:-1]))) for c in blocks.chunks)
         indices = blocks.indices()
-        grown, padded = blocks._grown(int(halo), starts, indices)
-        layout = _Layout(blocks.context, blocks.grid, starts, int(halo), padded)  # type: ignore[arg-type]
-        vol = blocks.volume.to_delayed()
+        grown = blocks._grown(int(halo), starts, indices)
+        layout = _Layout(blocks.context, blocks.grid, starts, int(halo))  # type: ignore[arg-type]
+        vol = _delayed(blocks.volume)
         task = dask.delayed(_block_task, pure=True)
         grid: Any = np.empty(blocks.grid, dtype=object)
         for idx in indices:

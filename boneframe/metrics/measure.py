@@ -3,19 +3,25 @@
 :func:`measure` runs every :class:`~boneframe.interfaces.Metric` the same way
 on a numpy array (the whole volume is one block) and on a dask array (every
 chunk is a block, a dask task; a ``dask.distributed`` client, when one is
-active, runs them), in passes that each read every chunk once:
+active, runs them), in passes over the blocks:
 
 1. the value ranges of the volume (and the reference), for Otsu's histograms;
 2. the histograms over those ranges, summed over the blocks: Otsu's thresholds;
 3. one pass computing the partial results of every block-form metric and
    every shared quantity they read (χ, the labellings behind the Betti
-   numbers), reduced with each one's ``combine``; quantities whose halo
-   depends on the data (local thickness) measure it first and run in a pass
-   of their own;
+   numbers, local thickness), reduced with each one's ``combine``
+   (:mod:`boneframe.metrics.passes`); the blocks whose local thickness needs
+   more halo than the pass holds (the halo depends on the data) run again,
+   alone, with the halo they ask for;
 4. ``finish`` of each metric; then the metrics without a block form (DA), on
    the volume in memory: a dask volume is loaded whole for them, which costs
    its size in memory (as float) plus a bone mask, so on a dask volume they are
    measured only when named (by default they are reported as None, with why).
+
+A dask volume (with its reference and mask) of at most :data:`KEEP_BYTES` is
+read once, before the first pass, and its chunks kept in memory for all of
+them (a volume of one chunk is then measured as in memory, one block); a
+larger one is read by each pass (each chunk once per pass).
 
 With a mask the bone measured is ``bone & mask`` (the structure of the bone
 inside the mask) and the marrow's thickness is that of ``mask & ~bone``; with a
@@ -29,20 +35,17 @@ memory and chunked; sums of floats (PSNR, Tb.Th) differ by rounding only.
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from boneframe.compute import compute
 from boneframe.errors import InputError
 from boneframe.interfaces import (
     BlockForm,
     Metric,
-    MetricBlock,
     MetricContext,
     MetricInput,
     Quantity,
@@ -58,6 +61,7 @@ from boneframe.metrics.inputs import (
     missing,
     segmentation_of,
 )
+from boneframe.metrics.passes import Failed, Member, run_views
 from boneframe.metrics.segmentation import Otsu
 from boneframe.metrics.thresholds import thresholds
 from boneframe.metrics.trabecular import PhaseThickness
@@ -92,12 +96,10 @@ STRUCTURE_METRICS: tuple[str, ...] = (
     "mil_ratio",
 )
 
-
-@dataclass(frozen=True)
-class _Failed:
-    """A partial result or value that could not be computed, and why."""
-
-    reason: str
+#: Bytes of a dask volume (with its reference and mask) read once and kept in memory
+#: for the passes of a measurement; a larger one is read again by each pass (the
+#: thresholds' two, then the metrics').
+KEEP_BYTES = 512 * 2**20
 
 
 def measure(
@@ -194,6 +196,8 @@ def measure(
         raise InputError("give a threshold or a segmentation, not both")
     mask = mask_on_volume(volume, mask)
     blocks = VolumeBlocks.of(volume, reference, mask)
+    lazy = blocks.lazy  # a dask volume, even one kept in memory as a numpy array
+    blocks = blocks.kept(KEEP_BYTES)
     explicit = names is not None
     wanted = list(names) if names is not None else _default_names(volume, structure)
     metrics: dict[str, Metric] = {}
@@ -206,7 +210,7 @@ def measure(
         reason = missing(metric, reference is not None, vs is not None, mask is not None)
         if reason and explicit and reason != NO_MASK:
             raise InputError(f"metric {name!r} {reason}")
-        if not reason and not explicit and blocks.lazy and not metric.has_block_form():
+        if not reason and not explicit and lazy and not metric.has_block_form():
             reason = WHOLE_VOLUME
         metrics[name] = metric
         if reason:
@@ -237,8 +241,8 @@ def measure(
     for name, metric in metrics.items():
         if name == "otsu" and threshold is None and seg is None:
             continue  # it is the threshold
-        value = values.get(name, _Failed(skipped.get(name, "not computed")))
-        if isinstance(value, _Failed):
+        value = values.get(name, Failed(skipped.get(name, "not computed")))
+        if isinstance(value, Failed):
             skipped[name] = value.reason
             out[name] = None
         else:
@@ -254,52 +258,27 @@ def _default_names(volume: Any, structure: bool) -> list[str]:
 
 
 # -- pass 3: the block forms -----------------------------------------------------------------
-def _partials(
-    b: MetricBlock, members: tuple[tuple[BlockForm, int], ...], threads: int = 1
-) -> list[Any]:
-    """The partial result of every member on one block (an InputError is kept as a reason)."""
-
-    def one(member: tuple[BlockForm, int]) -> Any:
-        form, halo = member
-        try:
-            return form.block(b.with_halo(halo))
-        except InputError as exc:
-            return _Failed(str(exc))
-
-    if b.whole and threads > 1 and len(members) > 1:
-        # in memory, numpy's, cc3d's and the compiled loops release the GIL
-        with ThreadPoolExecutor(min(threads, len(members))) as pool:
-            return list(pool.map(one, members))
-    return [one(m) for m in members]
-
-
-def _combine(members: tuple[tuple[BlockForm, int], ...], x: list[Any], y: list[Any]) -> list[Any]:
-    out = []
-    for (form, _), a, b in zip(members, x, y, strict=True):
-        if isinstance(a, _Failed):
-            out.append(a)
-        elif isinstance(b, _Failed):
-            out.append(b)
-        else:
-            out.append(form.combine(a, b))
-    return out
-
-
 def _evaluate(
     blocks: VolumeBlocks, metrics: dict[str, Metric], context: MetricContext
 ) -> dict[str, Any]:
-    """Each metric's value (or :class:`_Failed`), every quantity computed once."""
+    """Each metric's value (or :class:`Failed`), every quantity computed once."""
     quantities = list(dict.fromkeys(q for m in metrics.values() for q in m.quantities()))
     blockwise = [q for q in quantities if q.has_block_form()]
     marrow = [q for q in blockwise if blocks.mask is not None and _marrow_thickness(q)]
-    here = [q for q in blockwise if q not in marrow]
-    totals, values = _run_blocks(blocks, metrics, here, context)
-    for q in here:
-        if q not in values:
-            values[q] = _finish(q, totals[q], context)
-    for q in marrow:  # inside a mask: the bone-phase thickness of the marrow in the mask
-        assert isinstance(q, PhaseThickness)
-        values[q] = _phase_in_mask(blocks, q, context)
+    forms: list[tuple[Any, BlockForm]] = [(q, q) for q in blockwise if q not in marrow]
+    forms += [(n, m) for n, m in metrics.items() if m.has_block_form() and m.has_own_block()]
+    values: dict[Any, Any] = {}
+    views = [(blocks, _members(blocks, forms, context, values))]
+    if marrow:  # inside a mask: the bone-phase thickness of the marrow in the mask
+        inside = blocks.marrow_in_mask()
+        as_bone = [(q, replace(q, phase="bone", like="marrow")) for q in marrow]  # type: ignore[type-var]
+        views.append((inside, _members(inside, as_bone, context, values)))
+    totals: dict[Any, Any] = {}
+    for (_, members), done in zip(views, run_views(views), strict=True):
+        totals.update(done)
+        for key, form, _ in members:
+            if isinstance(key, Quantity):
+                values[key] = _finish(form, done[key], context)
 
     fallback = [m for m in metrics.values() if not m.has_block_form()]
     in_memory = [q for q in quantities if not q.has_block_form()]
@@ -311,14 +290,14 @@ def _evaluate(
             reference=any(m.needs_reference for m in fallback),
             mask=any(m.uses_mask for m in fallback),
         )
-        data.values.update({q: v for q, v in values.items() if not isinstance(v, _Failed)})
+        data.values.update({q: v for q, v in values.items() if not isinstance(v, Failed)})
         for q in in_memory:
             values[q] = _call(q, data)
-    ready = replace(context, values={q: v for q, v in values.items() if not isinstance(v, _Failed)})
+    ready = replace(context, values={q: v for q, v in values.items() if not isinstance(v, Failed)})
 
     out: dict[str, Any] = {}
     for name, m in metrics.items():
-        failed = [values[q] for q in m.quantities() if isinstance(values[q], _Failed)]
+        failed = [values[q] for q in m.quantities() if isinstance(values[q], Failed)]
         if failed:
             out[name] = failed[0]
         elif m.has_block_form():
@@ -332,74 +311,43 @@ def _marrow_thickness(q: Quantity) -> bool:
     return isinstance(q, PhaseThickness) and q.phase == "marrow"
 
 
-def _phase_in_mask(blocks: VolumeBlocks, q: PhaseThickness, context: MetricContext) -> Any:
-    """The marrow's thickness summary inside the mask: the bone-phase thickness of
-    ``mask & ~bone`` (spheres that fit in the marrow and the mask)."""
-    as_bone = replace(q, phase="bone")
-    totals, failed = _run_blocks(blocks.marrow_in_mask(), {}, [as_bone], context)
-    if as_bone in failed:
-        return failed[as_bone]
-    return _finish(as_bone, totals[as_bone], context)
-
-
-def _run_blocks(
+def _members(
     blocks: VolumeBlocks,
-    metrics: dict[str, Metric],
-    quantities: list[Quantity],
+    forms: Sequence[tuple[Any, BlockForm]],
     context: MetricContext,
-) -> tuple[dict[Any, Any], dict[Quantity, Any]]:
-    """The combined partials of the block-form quantities and metrics, in as few passes as
-    their halos allow; and the quantities that failed before (their halo could not be found)."""
-    members: list[tuple[Any, BlockForm, int]] = []  # (key, form, halo)
-    failed: dict[Quantity, Any] = {}
-    for q in quantities:
+    failed: dict[Any, Any],
+) -> list[Member]:
+    """``(key, form, halo)`` of the forms; those whose halo cannot be found go to ``failed``."""
+    members: list[Member] = []
+    for key, form in forms:
         try:
-            halo = 0 if blocks.single else int(q.block_halo(blocks, context))
+            if blocks.single:
+                halo = 0
+            elif isinstance(form, Quantity):
+                halo = int(form.block_halo(blocks, context))
+            else:
+                halo = int(form.halo)
         except InputError as exc:
-            failed[q] = _Failed(str(exc))
+            failed[key] = Failed(str(exc))
             continue
-        members.append((q, q, halo))
-    for name, m in metrics.items():
-        if m.has_block_form() and m.has_own_block():
-            members.append((name, m, 0 if blocks.single else int(m.halo)))
-    totals: dict[Any, Any] = {}
-    threads = max(1, min(4, os.cpu_count() or 1))
-    for group in _passes(members, blocks.single):
-        forms = tuple((form, halo) for _, form, halo in group)
-        halo = max(h for _, h in forms)
-        done = blocks.coarsened(halo).map_reduce(
-            _partials, forms, threads, halo=halo, combine=functools.partial(_combine, forms)
-        )
-        totals.update(zip((key for key, _, _ in group), done, strict=True))
-    return totals, failed
-
-
-def _passes(members: list[tuple[Any, BlockForm, int]], single: bool) -> list[list]:
-    """Members grouped into passes: one in memory; on dask, one per halo beyond a voxel."""
-    if not members:
-        return []
-    if single:
-        return [members]
-    groups: dict[int, list] = {}
-    for member in members:
-        groups.setdefault(member[2] if member[2] > 1 else 1, []).append(member)
-    return [groups[h] for h in sorted(groups)]
+        members.append((key, form, halo))
+    return members
 
 
 def _finish(form: BlockForm, total: Any, context: MetricContext) -> Any:
-    if isinstance(total, _Failed):
+    if isinstance(total, Failed):
         return total
     try:
         return form.finish(total, context)
     except InputError as exc:
-        return _Failed(str(exc))
+        return Failed(str(exc))
 
 
 def _call(form: BlockForm, data: MetricInput | None) -> Any:
     try:
         return form(data)  # type: ignore[arg-type]
     except InputError as exc:
-        return _Failed(str(exc))
+        return Failed(str(exc))
 
 
 def _in_memory(
@@ -410,15 +358,18 @@ def _in_memory(
     The bone is the measurement's (a segmentation's, inside the mask); the
     reference and the mask are loaded only when such a metric reads them.
     """
-    bone = blocks.bone  # the segmentation's, inside the mask: loaded with the volume
+    volume, ref, inside, bone = compute(  # one graph: each chunk read once for all
+        blocks.volume,
+        blocks.reference if reference else None,
+        blocks.mask if mask else None,
+        blocks.bone,  # the segmentation's, inside the mask
+    )
     return MetricInput(
-        volume=np.asarray(blocks.volume),
-        reference=np.asarray(blocks.reference)
-        if reference and blocks.reference is not None
-        else None,
+        volume=np.asarray(volume),
+        reference=None if ref is None else np.asarray(ref),
         voxel_size=context.voxel_size,
         threshold=context.threshold,
         reference_threshold=context.reference_threshold if reference else None,
-        mask=np.asarray(blocks.mask) if mask and blocks.mask is not None else None,
-        bone=None if bone is None else np.asarray(bone),
+        mask=None if inside is None else np.asarray(inside),
+        bone=np.asarray(bone),
     )

@@ -38,7 +38,8 @@ whole volume:
 
 * **Clean-up (2).** A kept voxel's value reads its 26-neighbours' painted
   values and surface flags, and a flag reads the painted values of *its*
-  26-neighbours: the painted map must be exact on the block grown by 2.
+  26-neighbours: the painted map must be exact on the block grown by 2 (and
+  only that much is painted).
 * **Painting (R).** A voxel is painted by the ridge balls that contain it; a
   ball of squared radius :math:`q \le R^2` reaches at most :math:`R` voxels
   along each axis, so every ball that paints the block + 2 is centred in the
@@ -54,11 +55,14 @@ whole volume:
   transform of the window grown by another :math:`R` is exact on the window.
 
 Where a halo reaches the volume's border it is cut there, so the border is
-handled exactly as in memory. :math:`R` comes from a first pass: the distance
-transform of each block grown by a trial halo ``t``, exact on the block when
-the block's largest distance is below ``t + 1`` (the same argument), with
-``t`` doubled for the blocks where it is not, so the pass never
-underestimates :math:`R`.
+handled exactly as in memory. :math:`R` comes from a first pass
+(:func:`measure_reach`, for the chunked map of ``boneframe thickness``): the
+distance transform of each block grown by a trial halo ``t``, exact on the
+block when the block's largest distance is below ``t + 1`` (the same
+argument), with ``t`` doubled for the blocks where it is not, so the pass
+never underestimates :math:`R`. The metrics need no such pass: each block
+finds the halo its own distances ask for, :math:`R` taken over its
+neighbourhood only (:mod:`boneframe.metrics.thickness_window`).
 
 References
 ----------
@@ -88,6 +92,10 @@ Phase = Literal["bone", "marrow"]
 
 #: Largest relative difference between voxel sides accepted as isotropic.
 ISOTROPY_RTOL = 1e-3
+
+#: A distance ridge: ``slice_start``, ``cj``, ``ci``, ``q``
+#: (:func:`~boneframe.metrics.thickness_kernels.distance_ridge`).
+Ridge = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 #: First trial halo (voxels) of the distance pass of :func:`measure_reach`.
 TRIAL_HALO = 8
@@ -216,33 +224,78 @@ def thickness_of_block(
 
     Notes
     -----
-    See the module's notes: distances on all of ``inside``, ridge, painting and
-    clean-up on the window (the block grown by ``R + 2``), the block cut out.
+    See the module's notes: distances on all of ``inside``
+    (:func:`phase_distances`), ridge, painting and clean-up on the window (the
+    block grown by ``R + 2``; :func:`window_of`, :func:`window_ridge`,
+    :func:`painted_thickness`), the block cut out.
     """
-    from boneframe.metrics import thickness_kernels as kernels
-
     inside = np.ascontiguousarray(inside, dtype=bool)
-    margin = (int(halo) + 2) // 2  # R + 2 for a halo of 2R + 2
+    if not inside[core].any() or inside.all():  # no phase here, or no other phase anywhere
+        return np.full(inside[core].shape, np.nan, dtype=np.float32)
+    window, block = window_of(core, inside.shape, (int(halo) + 2) // 2)  # R + 2 for 2R + 2
+    ridge = window_ridge(phase_distances(inside, threads), window)
+    return painted_thickness(ridge, inside[window], block, side)
+
+
+def phase_distances(inside: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Squared distance (voxels², ``float32``) from each voxel of the phase to the
+    nearest voxel of the other phase in ``inside``; 0 outside the phase.
+
+    The border of ``inside`` is not the other phase (``inf`` where ``inside``
+    holds no other phase at all).
+    """
+    import edt
+
+    phase = np.ascontiguousarray(inside, dtype=bool)
+    return edt.edtsq(phase.view(np.uint8), black_border=False, parallel=threads)
+
+
+def window_of(
+    core: tuple[slice, ...], shape: tuple[int, ...], margin: int
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """The window (the block at ``core`` grown by ``margin``, cut at ``shape``) and
+    where the block lies in it."""
     window = tuple(
         slice(max(c.start - margin, 0), min(c.stop + margin, n))
-        for c, n in zip(core, inside.shape, strict=True)
+        for c, n in zip(core, shape, strict=True)
     )
     block = tuple(
         slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window, strict=True)
     )
-    part = np.ascontiguousarray(inside[window])
-    if not part[block].any() or inside.all():  # no phase here, or no other phase anywhere
-        return np.full(part[block].shape, np.nan, dtype=np.float32)
-    import edt
+    return window, block
 
-    d2 = edt.edtsq(inside.view(np.uint8), black_border=False, parallel=threads)
-    d2 = np.ascontiguousarray(d2[window])
-    slice_start, cj, ci, q = kernels.distance_ridge(d2)
-    del d2
-    painted = kernels.paint_spheres(part.shape, slice_start, cj, ci, q)
-    del cj, ci, q
-    out = kernels.clean_and_mask(painted, part, float(side))[0]
-    return np.ascontiguousarray(out[block])
+
+def window_ridge(d2: np.ndarray, window: tuple[slice, ...], threads: int | None = None) -> Ridge:
+    """The distance ridge of the window, from the distances of :func:`phase_distances`
+    (:func:`~boneframe.metrics.thickness_kernels.distance_ridge`; its compiled loops on
+    ``threads`` threads, default all)."""
+    from boneframe.metrics import thickness_kernels as kernels
+
+    return kernels.distance_ridge(np.ascontiguousarray(d2[window]), threads)
+
+
+def painted_thickness(
+    ridge: Ridge,
+    part: np.ndarray,
+    block: tuple[slice, ...],
+    side: float,
+    threads: int | None = None,
+) -> np.ndarray:
+    """The map of the block at ``block`` in the window: the ridge's balls painted,
+    cleaned up and masked to the window's phase ``part``, scaled by ``side``
+    (compiled loops on ``threads`` threads, default all).
+
+    A voxel's clean-up reads the painted values within 2 voxels of it, so only
+    the block grown by 2 is painted and cleaned up.
+    """
+    from boneframe.metrics import thickness_kernels as kernels
+
+    box, inner = window_of(block, part.shape, 2)
+    slice_start, cj, ci, q = ridge
+    painted = kernels.paint_spheres(part.shape, slice_start, cj, ci, q, box, threads)
+    phase = np.ascontiguousarray(part[box], dtype=bool)
+    out = kernels.clean_and_mask(painted, phase, float(side), threads)[0]
+    return np.ascontiguousarray(out[inner])
 
 
 def local_thickness(
@@ -361,14 +414,14 @@ def _reach_block(b: MetricBlock, phase: Phase) -> list[tuple[tuple[int, ...], fl
     Exact unless a distance reaches a face where the halo, not the volume's
     border, cuts the neighbourhood (see the module's notes).
     """
-    import edt
+    from boneframe.parallel import num_threads
 
     grown, core = b.neighbourhood()
     inside = grown if phase == "bone" else ~grown
     count = int(np.count_nonzero(inside[core]))
     if count == 0:
         return [(b.index, 0.0, 0, True)]
-    d2 = edt.edtsq(np.ascontiguousarray(inside).view(np.uint8), black_border=False, parallel=1)
+    d2 = phase_distances(inside, num_threads())  # it holds the GIL: every thread
     largest = float(d2[core].max())
     h = b.halo
     cut = any(

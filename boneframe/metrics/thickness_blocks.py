@@ -82,9 +82,13 @@ def required_halo(mask: Any, phase: Phase = "bone", *, trial: int = TRIAL_HALO) 
 
 
 def _map_block(b: MetricBlock, phase: Phase, side: float) -> np.ndarray:
+    from boneframe.parallel import num_threads
+
     grown, core = b.neighbourhood()
     inside = grown if phase == "bone" else ~grown
-    return thickness_of_block(inside, core, b.halo, side, 1)
+    # every thread for the distance transform: it holds the GIL, so the transforms
+    # of blocks side by side cannot overlap anyway
+    return thickness_of_block(inside, core, b.halo, side, num_threads())
 
 
 def local_thickness_map(

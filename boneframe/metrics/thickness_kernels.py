@@ -16,6 +16,8 @@ Squared distances are whole numbers (sums of three squares) held exactly in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -30,6 +32,15 @@ _NONZERO = np.abs(_OFFSETS).sum(axis=1).astype(np.int64)
 
 #: Ball rows narrower than this half-width are painted outright, not skipped through.
 _SHORT_ROW = 8
+
+
+def _run(kernel: Callable[..., Any], n: int, threads: int | None, *args: Any) -> None:
+    """``kernel(*args, 0, n)`` here when ``threads`` is 1, else :func:`run_chunks` (on
+    :func:`num_threads` threads)."""
+    if threads == 1:
+        kernel(*args, 0, n)
+    else:
+        run_chunks(kernel, n, *args)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -192,7 +203,7 @@ def _collect(ridge, d2, slice_start, top, cj, ci, q, k0, k1):
             q[slot] = sq[p]
 
 
-def distance_ridge(d2: np.ndarray):
+def distance_ridge(d2: np.ndarray, threads: int | None = None):
     """Ridge points of a squared distance map, grouped by slice (Hildebrand 1997).
 
     A voxel is on the ridge when no 26-neighbour's ball covers its ball
@@ -207,14 +218,14 @@ def distance_ridge(d2: np.ndarray):
     nz = d2.shape[0]
     ridge = np.zeros(d2.shape, dtype=np.bool_)
     counts = np.zeros(nz, dtype=np.int64)
-    run_chunks(_ridge, nz, d2, cover, _OFFSETS, _NONZERO, ridge, counts)
+    _run(_ridge, nz, threads, d2, cover, _OFFSETS, _NONZERO, ridge, counts)
     slice_start = np.zeros(nz + 1, dtype=np.int64)
     np.cumsum(counts, out=slice_start[1:])
     n = int(slice_start[-1])
     cj = np.empty(n, dtype=np.int32)
     ci = np.empty(n, dtype=np.int32)
     q = np.empty(n, dtype=np.int64)
-    run_chunks(_collect, nz, ridge, d2, slice_start, seen.size - 1, cj, ci, q)
+    _run(_collect, nz, threads, ridge, d2, slice_start, seen.size - 1, cj, ci, q)
     return slice_start, cj, ci, q
 
 
@@ -241,10 +252,14 @@ def _first_free(row: np.ndarray, i: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _paint(out, slice_start, cj, ci, q, top, roots, reach, k0, k1):
-    nz, ny, nx = out.shape
-    for k1_ in range(k0, k1):
-        plane = out[k1_]
+def _paint(out, slice_start, cj, ci, q, top, roots, reach, origin, nz, k0, k1):
+    """Paint the output slices ``k0:k1``; ``out`` is the box of the window at ``origin``,
+    whose balls are centred in the window's ``nz`` slices."""
+    _, ny, nx = out.shape
+    z0, y0, x0 = origin[0], origin[1], origin[2]
+    for kk in range(k0, k1):
+        plane = out[kk]
+        k1_ = z0 + kk  # the slice painted, in the window
         lo_k = max(0, k1_ - reach)
         hi_k = min(nz, k1_ + reach + 1)
         # the balls that reach this slice, largest first (counting sort on q)
@@ -270,8 +285,8 @@ def _paint(out, slice_start, cj, ci, q, top, roots, reach, k0, k1):
                     break
                 slot = first[top - q[p]]
                 first[top - q[p]] += 1
-                ball_j[slot] = cj[p]
-                ball_i[slot] = ci[p]
+                ball_j[slot] = cj[p] - y0
+                ball_i[slot] = ci[p] - x0
                 ball_q[slot] = q[p]
                 rest[slot] = q[p] - dk2
         free = np.empty((ny, nx + 1), dtype=np.int32)
@@ -301,17 +316,42 @@ def _paint(out, slice_start, cj, ci, q, top, roots, reach, k0, k1):
                     i = _first_free(row, i + 1)
 
 
+def _meeting(
+    box: tuple[slice, ...],
+    slice_start: np.ndarray,
+    cj: np.ndarray,
+    ci: np.ndarray,
+    q: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ridge points whose balls meet ``box``, grouped by slice in the same order."""
+    nz = slice_start.size - 1
+    ck = np.repeat(np.arange(nz), np.diff(slice_start))
+    gap2 = np.zeros(q.size, dtype=np.int64)
+    for c, b in zip((ck, cj, ci), box, strict=True):
+        gap = np.maximum(np.maximum(b.start - c, c - (b.stop - 1)), 0).astype(np.int64)
+        gap2 += gap * gap
+    keep = gap2 <= q
+    counts = np.bincount(ck[keep], minlength=nz)
+    start = np.zeros(nz + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    return start, cj[keep], ci[keep], q[keep]
+
+
 def paint_spheres(
     shape: tuple[int, int, int],
     slice_start: np.ndarray,
     cj: np.ndarray,
     ci: np.ndarray,
     q: np.ndarray,
+    box: tuple[slice, ...] | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     r"""Largest squared radius of the ridge balls that contain each voxel.
 
-    Ridge points as returned by :func:`distance_ridge`. Ball membership is
-    inclusive, :math:`|x - c|^2 \le q`.
+    Ridge points as returned by :func:`distance_ridge` for a window of
+    ``shape``. Ball membership is inclusive, :math:`|x - c|^2 \le q`. Only the
+    voxels of ``box`` (slices of the window; default all of it) are painted
+    and returned: a voxel's value does not depend on the others.
 
     Each output slice is written by one thread (no two threads write one
     voxel). Its balls are visited largest first, so a voxel written by a ball
@@ -321,12 +361,19 @@ def paint_spheres(
     hops instead of its whole length. Short rows are cheaper to write
     outright (taking the max, so both kinds of write mix safely).
     """
-    out = np.zeros(shape, dtype=np.float32)
+    if box is None:
+        box = tuple(slice(0, n) for n in shape)
+    out = np.zeros(tuple(b.stop - b.start for b in box), dtype=np.float32)
+    if box != tuple(slice(0, n) for n in shape):
+        slice_start, cj, ci, q = _meeting(box, slice_start, cj, ci, q)
     if q.size == 0:
         return out
     top = int(q.max())
     roots = isqrt_table(top)
-    run_chunks(_paint, shape[0], out, slice_start, cj, ci, q, top, roots, int(roots[top]))
+    origin = np.array([b.start for b in box], dtype=np.int64)
+    reach = int(roots[top])
+    args = (out, slice_start, cj, ci, q, top, roots, reach, origin, shape[0])
+    _run(_paint, out.shape[0], threads, *args)
     return out
 
 
@@ -405,7 +452,9 @@ def _clean_mask(painted, flags, phase, scale, offsets, out, stats, k0, k1):
         stats[k, 3] = count
 
 
-def clean_and_mask(painted: np.ndarray, phase: np.ndarray, scale: float):
+def clean_and_mask(
+    painted: np.ndarray, phase: np.ndarray, scale: float, threads: int | None = None
+):
     """BoneJ's surface clean-up, masking to ``phase`` and scaling by ``scale``.
 
     A painted voxel with an unpainted 26-neighbour (beyond the border counts
@@ -416,13 +465,13 @@ def clean_and_mask(painted: np.ndarray, phase: np.ndarray, scale: float):
     """
     nz = painted.shape[0]
     near = np.zeros(painted.shape, dtype=np.uint8)
-    run_chunks(_near_unpainted, nz, painted, near)
+    _run(_near_unpainted, nz, threads, painted, near)
     flags = np.zeros(painted.shape, dtype=np.uint8)
-    run_chunks(_flags, nz, painted, near, flags)
+    _run(_flags, nz, threads, painted, near, flags)
     del near
     out = np.empty(painted.shape, dtype=np.float32)
     stats = np.zeros((nz, 4))
-    run_chunks(_clean_mask, nz, painted, flags, phase, float(scale), _OFFSETS, out, stats)
+    _run(_clean_mask, nz, threads, painted, flags, phase, float(scale), _OFFSETS, out, stats)
     return out, stats[:, 0].sum(), stats[:, 1].sum(), stats[:, 2].max(), int(stats[:, 3].sum())
 
 

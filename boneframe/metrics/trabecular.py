@@ -5,7 +5,8 @@ Tb.Th is the mean of the local thickness map over the bone phase (with its SD,
 phase (:mod:`boneframe.metrics.thickness`), all in µm. Each phase's map is
 computed once per measurement (the quantities :data:`BONE_THICKNESS` and
 :data:`MARROW_THICKNESS`): in memory on the whole volume, on a dask volume
-chunk by chunk with the halo measured from the data, with the same numbers.
+chunk by chunk, each chunk with the halo its own distances ask for
+(:mod:`boneframe.metrics.thickness_window`), with the same numbers.
 
 Tb.N is reported (1/mm) as :math:`1 / (\mathrm{Tb.Th} + \mathrm{Tb.Sp})`, the
 number of bone-plus-marrow periods per unit length. It is neither Scanco's
@@ -34,7 +35,7 @@ References
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -46,33 +47,97 @@ from boneframe.metrics.thickness import (
     Phase,
     ThicknessSummary,
     isotropic_voxel_size,
-    measure_reach,
     thickness_of_block,
     trabecular_number,
 )
+from boneframe.metrics.thickness_window import block_thickness
+
+#: First halo (voxels) of each phase on dask input, a guess at twice the largest
+#: distance plus 3: the block in the middle of the grid starts from it, the others
+#: from the halo that block needed plus :data:`GUESS_SLACK`, and each grows it as
+#: its own distances ask (:func:`~boneframe.metrics.thickness_window.block_thickness`).
+#: The guesses change the cost, never the map.
+FIRST_HALO: dict[str, int] = {"bone": 12, "marrow": 24}
+
+#: Voxels added to the halo the first block needed, as the other blocks' first guess:
+#: a neighbourhood a little deeper elsewhere then costs no second distance transform.
+GUESS_SLACK = 3
+
+#: Block index -> the halo a block short of it needs.
+Short = tuple[tuple[tuple[int, ...], int], ...]
+
+
+@dataclass(frozen=True)
+class ThicknessPartial:
+    """The :class:`~boneframe.metrics.thickness.ThicknessSummary` of the blocks done,
+    the largest halo they needed, and the blocks whose halo was too small, with the
+    halo each needs."""
+
+    summary: ThicknessSummary = ThicknessSummary()
+    short: Short = ()
+    halo: int = 0
 
 
 @dataclass(frozen=True)
 class PhaseThickness(Quantity):
-    """The :class:`~boneframe.metrics.thickness.ThicknessSummary` (µm) of a phase's map."""
+    """The :class:`~boneframe.metrics.thickness.ThicknessSummary` (µm) of a phase's map.
+
+    In memory, :func:`~boneframe.metrics.thickness.thickness_of_block` of the
+    whole volume; on dask input each block finds the halo that makes its map
+    exact (:func:`~boneframe.metrics.thickness_window.block_thickness`) in the
+    one pass of the measurement, and the few blocks that need more than the pass
+    holds run again with it (``unfinished``, ``resumed``).
+    """
 
     phase: Phase = "bone"
+    #: The phase whose :data:`FIRST_HALO` the blocks start from (default ``phase``;
+    #: the marrow in a mask is measured as the bone of ``mask & ~bone``).
+    like: Phase | None = field(default=None, compare=False)
 
     def block_halo(self, blocks: Blocks, context: MetricContext) -> int:
         isotropic_voxel_size(context.require_voxel_size())  # before a pass, not after it
-        return measure_reach(blocks, self.phase).halo
+        return FIRST_HALO[self.like or self.phase]
 
-    def block(self, b: MetricBlock) -> ThicknessSummary:
+    def block(self, b: MetricBlock) -> ThicknessPartial:
         from boneframe.parallel import num_threads
 
         side = isotropic_voxel_size(b.context.require_voxel_size())
+        # every thread for the distance transform, even with blocks side by side:
+        # it holds the GIL, so two blocks' transforms cannot overlap anyway; the
+        # compiled loops of a block, one thread (dask runs the blocks side by side)
+        threads = num_threads()
+        if not b.whole:
+            tmap, halo = block_thickness(b, self.phase, side, threads, loops=1)
+            if tmap is None:
+                return ThicknessPartial(short=((b.index, halo),))
+            return ThicknessPartial(ThicknessSummary.of(tmap), halo=halo)
         grown, core = b.neighbourhood()
         inside = grown if self.phase == "bone" else ~grown
-        threads = num_threads() if b.whole else 1  # dask runs the blocks side by side
-        return ThicknessSummary.of(thickness_of_block(inside, core, b.halo, side, threads))
+        tmap = thickness_of_block(inside, core, b.halo, side, threads)
+        return ThicknessPartial(ThicknessSummary.of(tmap))
 
-    def combine(self, x: ThicknessSummary, y: ThicknessSummary) -> ThicknessSummary:
-        return x.merge(y)
+    def combine(self, x: ThicknessPartial, y: ThicknessPartial) -> ThicknessPartial:
+        return ThicknessPartial(x.summary.merge(y.summary), x.short + y.short, max(x.halo, y.halo))
+
+    def unfinished(self, total: ThicknessPartial) -> dict[tuple[int, ...], int]:
+        """The blocks short of halo, and the halo each needs."""
+        return dict(total.short)
+
+    def resumed(self, total: ThicknessPartial, redone: ThicknessPartial) -> ThicknessPartial:
+        """``total`` with the blocks run again (``redone``) in place of their shortfall."""
+        done = ThicknessPartial(total.summary, (), total.halo)
+        return self.combine(done, redone)
+
+    def guess(self, partial: ThicknessPartial) -> int | None:
+        """A first halo for the other blocks, from one block's partial (None: no clue)."""
+        if partial.short:
+            return max(h for _, h in partial.short)
+        return partial.halo + GUESS_SLACK if partial.halo else None
+
+    def finish(self, total: ThicknessPartial, context: MetricContext) -> ThicknessSummary:
+        if total.short:
+            raise InputError(f"{len(total.short)} blocks of the {self.phase} are short of halo")
+        return total.summary
 
 
 @dataclass(frozen=True)
