@@ -293,13 +293,18 @@ class FourierNormalSolver:
             + xp.reshape(xp.asarray(a2), (1, 1, -1))
         )
 
+    def psi(self) -> Any:
+        """``Psi = beta |F D|²`` on the spectrum's grid (a new HR-sized array), summed
+        from the per-axis symbols in the working precision as the compiled pass does."""
+        return self._axis_sum(*self._sym_beta)
+
     def _psi_arrays(self) -> tuple[Any, Any]:
         """``1 / Psi`` (0 at the zero frequency) and ``conj(Lambda) / Psi``, HR-sized.
 
         Psi is summed from the per-axis ``beta |F D|²`` in the working precision,
         as the compiled pass does."""
         if self._hr_arrays is None:
-            psi = self._axis_sum(*self._sym_beta)
+            psi = self.psi()
             psi[0, 0, 0] = 1.0  # Psi > 0 elsewhere
             inv_psi = 1.0 / psi
             inv_psi[0, 0, 0] = 0.0

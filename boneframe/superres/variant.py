@@ -126,6 +126,7 @@ class VariantSuperResolutionProblem(SuperResolutionProblem):
         self._x_prev: np.ndarray | None = None
         self._ax_prev: np.ndarray | None = None
         self._returned: np.ndarray | None = None
+        self._psi: tuple[float, Any] | None = None
         self.cg_iterations: list[int] = []
 
     @classmethod
@@ -225,7 +226,9 @@ class VariantSuperResolutionProblem(SuperResolutionProblem):
         ax = self._forward_spec(s, spec)
         out = self._adjoint_spec(s, ax)
         out *= mu
-        out += spec * s._axis_sum(*(beta * a for a in s._axis_symbols)).astype(s.dtype)
+        if self._psi is None or self._psi[0] != beta:  # kept while beta is
+            self._psi = (beta, s.psi())
+        out += spec * self._psi[1]
         return s.inverse(out, overwrite=True), ax
 
     # -- the ADMM f-step --------------------------------------------------------------
