@@ -57,7 +57,7 @@ from boneframe.interfaces import Segmentation
 from boneframe.operators import ForwardModel, as_factor, valid_lr_slices
 from boneframe.segmentation.flip_kernels import count_faces, sweep
 from boneframe.segmentation.partial_volume import partial_volume_threshold
-from boneframe.segmentation.region import restrict
+from boneframe.segmentation.region import bone_of
 from boneframe.volume import Volume
 
 __all__ = [
@@ -355,7 +355,6 @@ class DataConsistentSegmentation(Segmentation):
         -------
         ndarray of bool
         """
-        data = volume.data if isinstance(volume, Volume) else np.asarray(volume)
-        if data.dtype == bool:
-            return restrict(data, volume, mask)
-        return restrict(self.run(data).bone, volume, mask)
+        if not isinstance(volume, Volume):
+            volume = Volume(np.asarray(volume))
+        return bone_of(volume, mask, lambda data: self.run(data).bone)

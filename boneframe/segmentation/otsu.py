@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from boneframe.interfaces import Segmentation
-from boneframe.segmentation.region import restrict
+from boneframe.segmentation.region import bone_of
 from boneframe.volume import Volume
 
 
@@ -42,6 +42,4 @@ class OtsuSegmentation(Segmentation):
         -------
         numpy or dask array of bool
         """
-        data = volume.data
-        bone = data if data.dtype == bool else data > self.threshold(volume)
-        return restrict(bone, volume, mask)
+        return bone_of(volume, mask, lambda data: data > self.threshold(volume))

@@ -43,7 +43,7 @@ from boneframe.compute import is_lazy
 from boneframe.errors import InputError
 from boneframe.interfaces import Segmentation
 from boneframe.metrics.segmentation import bin_centers, histogram, otsu_from_histogram
-from boneframe.segmentation.region import restrict
+from boneframe.segmentation.region import bone_of
 from boneframe.volume import Volume
 
 __all__ = ["PartialVolumeParams", "PartialVolumeSegmentation", "partial_volume_threshold"]
@@ -213,7 +213,4 @@ class PartialVolumeSegmentation(Segmentation):
         -------
         numpy or dask array of bool
         """
-        data = volume.data
-        if data.dtype == bool:
-            return restrict(data, volume, mask)
-        return restrict(data > self.threshold(volume, mask), volume, mask)
+        return bone_of(volume, mask, lambda data: data > self.threshold(volume, mask))

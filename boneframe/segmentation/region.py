@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from boneframe.volume import Volume
@@ -23,3 +24,10 @@ def restrict(bone: Any, volume: Volume, mask: Any) -> Any:
     from boneframe.masks import region_on
 
     return bone & region_on(mask, volume)
+
+
+def bone_of(volume: Volume, mask: Any, find: Callable[[Any], Any]) -> Any:
+    """A segmentation's bone of ``volume``: ``find(data)``, except that a boolean
+    volume is its own bone; restricted to ``mask`` (:func:`restrict`)."""
+    data = volume.data
+    return restrict(data if data.dtype == bool else find(data), volume, mask)
