@@ -280,7 +280,7 @@ def info(path: Annotated[Path, typer.Argument(help="Volume file.")]) -> None:
         typer.echo(
             f"voxel size:  {'unknown' if rvs is None else ', '.join(f'{v:g}' for v in rvs)} µm"
         )
-        typer.echo(regional_table(regional))
+        _print_regional(regional)
         return
     typer.echo(f"file:        {path}")
     typer.echo(f"shape:       {vol.shape}")
@@ -292,23 +292,14 @@ def info(path: Annotated[Path, typer.Argument(help="Volume file.")]) -> None:
         typer.echo(f"{key + ':':<12} {value}")
 
 
-def regional_table(regional: Any) -> str:
-    """One line per region: index, centre (mm), FWHM (µm), gain, offset, intervals."""
+def _print_regional(regional: Any) -> None:
+    """The report's table of a regional kernel's regions
+    (:func:`boneframe.report.regional_table`), its empty columns left out."""
+    from boneframe.report import regional_table
 
-    def num(v: Any, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
-
-    lines = ["region     centre z,y,x (mm)     FWHM z,y,x (µm)    gain    offset   FWHM 95 % (µm)"]
-    for row in regional.region_summaries():
-        centre = ",".join(f"{c / 1000:.2f}" for c in row["centre_um"])
-        fw = ",".join(num(v, ".0f") for v in row["fwhm_um"])
-        ci = row.get("fwhm_um_ci")
-        ci_text = "" if not ci else " ".join(f"[{num(a, '.0f')},{num(b, '.0f')}]" for a, b in ci)
-        index = ",".join(str(i) for i in row["index"])
-        lines.append(
-            f"{index:<10} {centre:<21} {fw:<18} {row['gain']:<7.3f} {row['offset']:<8.3g} {ci_text}"
-        )
-    return "\n".join(lines)
+    rows = regional_table(regional.sidecar())
+    keep = [c for c in range(len(rows[0])) if any(row[c] for row in rows[1:])]
+    _print_rows([[row[c] for c in keep] for row in rows])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -462,7 +453,7 @@ def estimate_kernel_cmd(
         )  # fmt: skip
         regional.save(out, overwrite=overwrite)
         typer.echo(f"wrote {out}: {n_regions} regional kernels")
-        typer.echo(regional_table(regional))
+        _print_regional(regional)
         return
     with reporter.stage(f"kernel ({similarity})") as cb:
         kernel = estimate_kernel(f, g, callback=cb, **options)
@@ -947,19 +938,23 @@ def _run_spec(ctx: typer.Context, spec: Any, out: Path, overwrite: bool, quiet: 
 
 
 def _print_summary(metrics_: dict) -> None:
+    from boneframe.demo import summary_rows
+
+    for rows in summary_rows(metrics_):
+        _print_rows(rows)
+
+
+def _print_rows(rows: list[list[str]]) -> None:
+    """A header row and the rows under it, as a table on standard output."""
     from rich.console import Console
     from rich.table import Table
 
-    from boneframe.demo import summary_rows
-
-    console = Console()
-    for rows in summary_rows(metrics_):
-        table = Table()
-        for col in rows[0]:
-            table.add_column(col)
-        for row in rows[1:]:
-            table.add_row(*row)
-        console.print(table)
+    table = Table()
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows[1:]:
+        table.add_row(*row)
+    Console().print(table)
 
 
 @app.command()
