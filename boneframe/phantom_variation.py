@@ -112,9 +112,13 @@ class KernelVariation:
 
     def kernel_at(self, position_um: float, voxel_um: float) -> np.ndarray:
         """The true kernel at a position along ``axis`` (µm from the first voxel)."""
-        bank_c, bank_k = self.bank(voxel_um)
-        w = hat_weights(bank_c, [position_um])[:, 0]
-        return np.asarray(sum(float(wi) * k for wi, k in zip(w, bank_k, strict=True)))
+        return self._blend(self.bank(voxel_um), position_um)
+
+    @staticmethod
+    def _blend(bank: tuple[np.ndarray, list[np.ndarray]], position_um: float) -> np.ndarray:
+        centres, kernels = bank
+        w = hat_weights(centres, [position_um])[:, 0]
+        return np.asarray(sum(float(wi) * k for wi, k in zip(w, kernels, strict=True)))
 
     def regional(
         self,
@@ -142,9 +146,10 @@ class KernelVariation:
                     (0.5 * (a0 + b0 - 1) * vs_lr[0], 0.5 * (a1 + b1 - 1) * vs_lr[1],
                      0.5 * (a2 + b2 - 1) * vs_lr[2])
                 )  # fmt: skip
+        bank = self.bank(voxel_size[self.axis])  # widened once for every region
         kernels = [
             Kernel(
-                self.kernel_at(c[self.axis], voxel_size[self.axis]),
+                self._blend(bank, c[self.axis]),
                 offset=offset,
                 voxel_size=as_triple(voxel_size, "voxel size"),
                 p=tuple(p),  # type: ignore[arg-type]
