@@ -75,6 +75,28 @@ def test_every_builtin_metric(n, chunks, reference_chunks):
         assert memory["betti0"] > 1 and memory["betti2"] > 0 and memory["tb_sp"] > 0
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_thickness_on_blocks_with_halos(pair, monkeypatch, masked):
+    # chunks as thin as a few halos are merged for the local thickness (a cost rule):
+    # with that rule off, the structure metrics run on 8 blocks with their halos
+    import boneframe.metrics.passes as passes
+
+    monkeypatch.setattr(passes, "HALOS_PER_BLOCK", 1)
+    estimate, reference = pair
+    mask = np.zeros(estimate.shape, bool)
+    mask[6:90, 4:93, 10:80] = True
+    mask = mask if masked else None
+    memory = measure(estimate, reference, mask, voxel_size=41)
+    chunked = measure(
+        da.from_array(estimate, chunks=48),
+        da.from_array(reference, chunks=48),
+        None if mask is None else da.from_array(mask, chunks=48),
+        voxel_size=41,
+    )
+    assert_same(chunked, memory)
+    assert memory["tb_sp"] > memory["tb_th"] > 0
+
+
 def test_uneven_chunks_with_a_mask(pair):
     estimate, reference = pair
     mask = np.zeros(estimate.shape, bool)

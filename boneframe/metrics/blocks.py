@@ -224,17 +224,20 @@ class VolumeBlocks:
         """The volume is one block: halos are never needed."""
         return all(n == 1 for n in self.grid)
 
-    def coarsened(self, halo: int, factor: int = 1) -> VolumeBlocks:
+    def coarsened(self, halo: int, factor: int = 1, cap: int | None = None) -> VolumeBlocks:
         """Blocks for a pass with ``halo``: these, or merged ones where a chunk is thinner
-        than ``factor * halo``.
+        than ``factor * halo`` (or than ``cap`` voxels, when that is less).
 
         A block thinner than its halo would read it from many neighbours, and
         one a few halos thick spends most of its work on them; such chunks are
         merged (along each axis, neighbours joined until each block is at least
-        ``max(2, factor) * halo`` thick) for the pass. The results do not depend
-        on the blocks, only the cost does.
+        that thick, and at least ``2 * halo``) for the pass; ``cap`` bounds how
+        large a block the merging aims at (its memory). The results do not
+        depend on the blocks, only the cost does.
         """
         least = int(halo) * max(1, int(factor))
+        if cap is not None:
+            least = min(least, max(int(cap), int(halo)))
         if not self.lazy or _least_chunk(self.chunks) >= least:
             return self
         merged = tuple(

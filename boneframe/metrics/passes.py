@@ -36,9 +36,15 @@ Member = tuple[Any, BlockForm, int]
 Redo = Mapping[tuple[int, ...], int]
 
 #: With a resumable member (local thickness), chunks thinner than this many times the
-#: largest halo declared are merged for the pass: a block 2 halos thick would spend
-#: several times its own work on the halo.
-HALOS_PER_BLOCK = 4
+#: largest halo declared, or than :data:`BLOCK_VOXELS`, are merged for the pass: a
+#: block a few halos thick spends more work on its halo than on itself (an inner one,
+#: 8 halos thick, still transforms ``(1 + 2/8)³ ≈ 2`` times its voxels).
+HALOS_PER_BLOCK = 8
+#: The thickness (voxels) merged blocks aim at, at most: a task's memory against its
+#: halo's share of the work. Local thickness takes 20-30 bytes per voxel, so a block of
+#: 192³ and its halo holds some 250 MB; at 128³ the halos of 256³ in a ball cost 1.6x
+#: the in-memory time, at 192³ 1.45x (``benchmarks/bench_chunked_metrics.py``).
+BLOCK_VOXELS = 192
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,10 @@ def run_views(views: Sequence[tuple[VolumeBlocks, Sequence[Member]]]) -> list[di
         forms = tuple((form, 0 if blocks.single else int(h)) for _, form, h in members)
         halo = max((h for _, h in forms), default=0)
         heavy = tuple(f for f in forms if isinstance(f[0], Resumable))
-        blocks = blocks.coarsened(halo, HALOS_PER_BLOCK if heavy else 1)
+        if heavy:
+            blocks = blocks.coarsened(halo, HALOS_PER_BLOCK, BLOCK_VOXELS)
+        else:
+            blocks = blocks.coarsened(halo)
         groups = []
         for group in _groups(blocks, forms) if forms else []:
             part = tuple(forms[i] for i in group)

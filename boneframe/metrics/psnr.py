@@ -52,7 +52,10 @@ def error_sums(estimate: np.ndarray, reference: np.ndarray, inside: Any = None) 
     if reference.size == 0:
         return 0.0, 0, float("inf"), float("-inf")
     diff = np.subtract(reference, estimate, dtype=np.float64)
-    return float(np.vdot(diff, diff)), diff.size, float(reference.min()), float(reference.max())
+    # squared in place and summed pairwise: no BLAS call, whose idle threads spin (and
+    # take the CPU from dask's other workers) after each
+    sse = float(np.square(diff, out=diff).sum())
+    return sse, diff.size, float(reference.min()), float(reference.max())
 
 
 def combine_error_sums(x: ErrorSums, y: ErrorSums) -> ErrorSums:

@@ -156,7 +156,9 @@ class ThicknessSummary:
             return cls()
         mean, largest = float(values.mean()), float(values.max())
         values -= mean
-        return cls(int(values.size), mean, float(np.vdot(values, values)), largest)
+        # squared in place and summed pairwise: no BLAS call, whose idle threads spin
+        # (and take the CPU from dask's other workers) after each
+        return cls(int(values.size), mean, float(np.square(values, out=values).sum()), largest)
 
     def merge(self, other: ThicknessSummary) -> ThicknessSummary:
         """The summary of the values of both."""
