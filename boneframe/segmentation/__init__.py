@@ -11,7 +11,8 @@ for blurred and super-resolved volumes whose partial volume Otsu counts as bone.
 ``data-consistent`` (:class:`DataConsistentSegmentation`): a binary bone on the fine
 grid whose forward model explains the scan, with few faces (greedy flips from the
 partial-volume threshold); it needs the scan and the kernel (``bind``), which a
-pipeline's metrics stage gives it for each super-resolution.
+pipeline's metrics stage gives it for each super-resolution. Experimental: most
+of the voxels it changes move away from the micro-CT (see its module).
 """
 
 from __future__ import annotations
