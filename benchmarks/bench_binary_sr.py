@@ -75,6 +75,41 @@ def row(label: str, bone_or_x: Any, case: Case, ref: dict[str, float], seg: str,
     return errors
 
 
+def misfit(r: Any, case: Case) -> float:
+    """The data term of a data-consistent result per valid voxel, in flip units."""
+    from boneframe.segmentation import data_consistent as dc
+
+    pp = (2, 2, 2)
+    keep = dc._valid(case.f.shape, case.h, pp).astype(bool)
+    d = r.bone_level - r.marrow
+    pred = dc._predict(r.bone.astype(np.uint8), case.h, pp, r.marrow + case.offset, d)
+    unit = d**2 * float(np.sum(case.h**2)) / 8.0
+    return float(np.mean((pred[keep] - case.g[keep]) ** 2)) / unit
+
+
+def residuals(case: Case, truth: np.ndarray) -> str:
+    """Mean squared misfit to the scan, in units of one flip's data cost (levels fitted
+    to the micro-CT's binarisation): of the micro-CT's grey volume (the noise) and of
+    its binarisation (what a binary model must leave)."""
+    from boneframe.operators import ForwardModel
+    from boneframe.segmentation import data_consistent as dc
+
+    pp = (2, 2, 2)
+    valid = dc._valid(case.f.shape, case.h, pp)
+    levels = dc._fit_levels(truth.astype(np.uint8), case.g, case.h, pp, valid, case.offset)
+    if levels is None:
+        return "(levels of the micro-CT's binarisation could not be fitted)"
+    m, b = levels
+    unit = (b - m) ** 2 * float(np.sum(case.h**2)) / 8.0
+    keep = valid.astype(bool)
+    grey = ForwardModel(case.h, pp, case.f.shape, dtype=np.float64).matvec(case.f + case.offset)
+    binary = dc._predict(truth.astype(np.uint8), case.h, pp, m + case.offset, b - m)
+    noise, misfit = (float(np.mean((np.asarray(p)[keep] - case.g[keep]) ** 2)) / unit
+                     for p in (grey, binary))  # fmt: skip
+    return (f"misfit to the scan, flip units: micro-CT grey {noise:.3f} (the noise), "
+            f"its binarisation {misfit:.3f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="P7,P6,P8,ph0")
@@ -103,6 +138,7 @@ def main() -> None:
         x = tv_estimate(key.strip() + ("" if args.scale == 1 else f"x{args.scale:g}"), case,
                         args.cache)  # fmt: skip
         truth = case.f > otsu_of(case.f)
+        print(residuals(case, truth))
         print(f"{'segmentation':22s} {'DICE':>6s} {'BV/TV':>7s} {'Tb.Th':>7s} {'Tb.Sp':>7s} "
               f"{'Conn.D':>7s} {'time s':>7s} {'met':>4s} sweeps/flips right")  # fmt: skip
         row("otsu", x, case, ref, "otsu", 0.0)
@@ -121,6 +157,7 @@ def main() -> None:
                     right = float(np.mean(same)) if changed.any() else 1.0
                     row(label, r.bone, case, ref, "otsu", sec,
                         f"{len(r.flips)}/{sum(r.flips)} {100 * right:3.0f} % "
+                        f"misfit {misfit(r, case):.3f} "
                         f"E {r.energies[0]:.3g}->{r.energies[-1]:.3g}"
                         f" m={r.marrow:.3g} b={r.bone_level:.3g}")  # fmt: skip
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

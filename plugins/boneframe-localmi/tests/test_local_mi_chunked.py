@@ -35,7 +35,10 @@ def test_local_mi_kernel_from_zarr_equals_in_memory(tmp_path, monkeypatch):
         return gather(*args)
 
     monkeypatch.setattr(boxes_module, "_gather_box", counted)
-    kw = dict(similarity="local-mi", support=5, similarity_params={"window": 3.0}, max_iter=300)
+    # the same 30 iterations from zarr as in memory (to convergence, 128 each, the kernels
+    # agreed to 1e-9: README; 30 keep the test short and the paths as long as it takes
+    # to tell two engines apart)
+    kw = dict(similarity="local-mi", support=5, similarity_params={"window": 3.0}, max_iter=30)
     mem = estimate_kernel(hr, lr, **kw)
     assert calls["boxes"] >= 1  # in memory: one box per gathering
     calls["boxes"] = 0
@@ -43,8 +46,10 @@ def test_local_mi_kernel_from_zarr_equals_in_memory(tmp_path, monkeypatch):
     # the valid region of a 12³ LR volume with 8³ chunks is cut into 2 x 2 x 2 boxes,
     # each gathered at every evaluation
     assert calls["boxes"] >= 8 * chk.iterations and calls["boxes"] % 8 == 0
-    assert mem.converged and chk.converged, (mem.message, chk.message)
+    assert mem.iterations == chk.iterations == 30, (mem.message, chk.message)
+    start = np.linalg.norm(mem.array - estimate_kernel(hr, lr, **{**kw, "max_iter": 1}).array)
     rel = np.linalg.norm(chk.array - mem.array) / np.linalg.norm(mem.array)
-    print(f"zarr vs in memory: {rel:.1e} ({mem.iterations} / {chk.iterations} iterations)")
-    assert rel < 1e-4, rel  # measured 8.4e-11 to 1.0e-9 over runs (128 / 128 iterations)
+    print(f"zarr vs in memory: {rel:.1e}; the path moved {start / np.linalg.norm(mem.array):.1e}")
+    assert start > 1e3 * np.linalg.norm(chk.array - mem.array)  # the path went somewhere
+    assert rel < 1e-6, rel
     assert chk.offset == pytest.approx(mem.offset, rel=1e-4, abs=1e-6)
