@@ -339,8 +339,10 @@ class DataConsistentSegmentation(Segmentation):
         """:func:`data_consistent_segmentation` of ``volume`` with the bound scan."""
         if self.scan is None or self.kernel is None:
             raise InputError(
-                "the data-consistent segmentation needs the scan and the kernel: "
-                "DataConsistentSegmentation(scan=g, kernel=h, offset=c) or .bind(g, h, c)"
+                "the data-consistent segmentation needs the scan and the kernel: a "
+                "pipeline spec's metrics stage gives them for each super-resolution; in "
+                "Python, DataConsistentSegmentation(scan=g, kernel=h, offset=c) or "
+                ".bind(g, h, c)"
             )
         return data_consistent_segmentation(
             volume, self.scan, self.kernel, self.offset, **self.params.model_dump()
