@@ -53,3 +53,12 @@ def as_mask(x: Any, what: str = "mask") -> np.ndarray:
     if arr.ndim != 3:
         raise InputError(f"the {what} must be a 3D array, got shape {arr.shape}")
     return arr if arr.dtype == bool else arr != 0
+
+
+def sum_of_squares(scratch: np.ndarray) -> float:
+    """``sum(scratch**2)``, squaring ``scratch`` in place (it is the caller's temporary).
+
+    Summed pairwise by numpy, with no BLAS call (``np.vdot``): BLAS's idle threads
+    spin after each call and take the CPU from dask's other workers.
+    """
+    return float(np.square(scratch, out=scratch).sum())

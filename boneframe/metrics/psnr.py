@@ -8,7 +8,7 @@ import numpy as np
 
 from boneframe.errors import InputError
 from boneframe.interfaces import Metric, MetricBlock, MetricContext
-from boneframe.metrics._arrays import as_array
+from boneframe.metrics._arrays import as_array, sum_of_squares
 
 #: ``(sum of squared differences, voxels, min f, max f)``: PSNR's partial sums.
 ErrorSums = tuple[float, int, float, float]
@@ -52,10 +52,7 @@ def error_sums(estimate: np.ndarray, reference: np.ndarray, inside: Any = None) 
     if reference.size == 0:
         return 0.0, 0, float("inf"), float("-inf")
     diff = np.subtract(reference, estimate, dtype=np.float64)
-    # squared in place and summed pairwise: no BLAS call, whose idle threads spin (and
-    # take the CPU from dask's other workers) after each
-    sse = float(np.square(diff, out=diff).sum())
-    return sse, diff.size, float(reference.min()), float(reference.max())
+    return sum_of_squares(diff), diff.size, float(reference.min()), float(reference.max())
 
 
 def combine_error_sums(x: ErrorSums, y: ErrorSums) -> ErrorSums:

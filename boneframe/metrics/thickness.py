@@ -85,7 +85,7 @@ import numpy as np
 
 from boneframe.errors import InputError
 from boneframe.interfaces import Blocks, MetricBlock
-from boneframe.metrics._arrays import as_mask
+from boneframe.metrics._arrays import as_mask, sum_of_squares
 from boneframe.volume import as_triple
 
 Phase = Literal["bone", "marrow"]
@@ -156,9 +156,7 @@ class ThicknessSummary:
             return cls()
         mean, largest = float(values.mean()), float(values.max())
         values -= mean
-        # squared in place and summed pairwise: no BLAS call, whose idle threads spin
-        # (and take the CPU from dask's other workers) after each
-        return cls(int(values.size), mean, float(np.square(values, out=values).sum()), largest)
+        return cls(int(values.size), mean, sum_of_squares(values), largest)
 
     def merge(self, other: ThicknessSummary) -> ThicknessSummary:
         """The summary of the values of both."""
