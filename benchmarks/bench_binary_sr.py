@@ -75,22 +75,27 @@ def row(label: str, bone_or_x: Any, case: Case, ref: dict[str, float], seg: str,
     return errors
 
 
-def misfit(r: Any, case: Case) -> float:
-    """The data term of a data-consistent result per valid voxel, in flip units."""
+def misfit(bone: np.ndarray, marrow: float, level: float, case: Case) -> float:
+    """Mean squared misfit to the scan of the binary model ``U(h * (m + c + (b - m) B))``
+    on the valid voxels, in units of one flip's data cost."""
     from boneframe.segmentation import data_consistent as dc
 
     pp = (2, 2, 2)
     keep = dc._valid(case.f.shape, case.h, pp).astype(bool)
-    d = r.bone_level - r.marrow
-    pred = dc._predict(r.bone.astype(np.uint8), case.h, pp, r.marrow + case.offset, d)
-    unit = d**2 * float(np.sum(case.h**2)) / 8.0
-    return float(np.mean((pred[keep] - case.g[keep]) ** 2)) / unit
+    d = level - marrow
+    pred = dc._predict(bone.astype(np.uint8), case.h, pp, marrow + case.offset, d)
+    return float(np.mean((pred[keep] - case.g[keep]) ** 2)) / (d**2 * flip_unit(case.h))
+
+
+def flip_unit(h: np.ndarray) -> float:
+    """The data cost of one flip at unit contrast: ``sum(h²) / p³``."""
+    return float(np.sum(h**2)) / 8.0
 
 
 def residuals(case: Case, truth: np.ndarray) -> str:
-    """Mean squared misfit to the scan, in units of one flip's data cost (levels fitted
-    to the micro-CT's binarisation): of the micro-CT's grey volume (the noise) and of
-    its binarisation (what a binary model must leave)."""
+    """The misfit to the scan (flip units, levels fitted to the micro-CT's binarisation)
+    of the micro-CT's grey volume (the noise) and of its binarisation (what a binary
+    model must leave)."""
     from boneframe.operators import ForwardModel
     from boneframe.segmentation import data_consistent as dc
 
@@ -100,14 +105,12 @@ def residuals(case: Case, truth: np.ndarray) -> str:
     if levels is None:
         return "(levels of the micro-CT's binarisation could not be fitted)"
     m, b = levels
-    unit = (b - m) ** 2 * float(np.sum(case.h**2)) / 8.0
     keep = valid.astype(bool)
     grey = ForwardModel(case.h, pp, case.f.shape, dtype=np.float64).matvec(case.f + case.offset)
-    binary = dc._predict(truth.astype(np.uint8), case.h, pp, m + case.offset, b - m)
-    noise, misfit = (float(np.mean((np.asarray(p)[keep] - case.g[keep]) ** 2)) / unit
-                     for p in (grey, binary))  # fmt: skip
+    noise = float(np.mean((np.asarray(grey)[keep] - case.g[keep]) ** 2))
+    noise /= (b - m) ** 2 * flip_unit(case.h)
     return (f"misfit to the scan, flip units: micro-CT grey {noise:.3f} (the noise), "
-            f"its binarisation {misfit:.3f}")  # fmt: skip
+            f"its binarisation {misfit(truth, m, b, case):.3f}")  # fmt: skip
 
 
 def main() -> None:
@@ -129,9 +132,7 @@ def main() -> None:
         if case is None:
             print(f"\n(case {key}: no mask under {args.data}: skipped)")
             continue
-        if args.scale != 1.0:
-            case = Case(case.name, case.real, case.f * args.scale, case.g * args.scale,
-                        case.h, case.offset * args.scale)  # fmt: skip
+        case = case.scaled(args.scale)
         ref = measure(case.f, voxel_size=VOXEL, names=list(MORPHOMETRY))
         print(f"\n== {case.name}: micro-CT BV/TV {ref['bv_tv']:.3f}, Tb.Th {ref['tb_th']:.0f} µm,"
               f" Tb.Sp {ref['tb_sp']:.0f} µm, Conn.D {ref['conn_d']:.2f} /mm³ ==")  # fmt: skip
@@ -157,7 +158,7 @@ def main() -> None:
                     right = float(np.mean(same)) if changed.any() else 1.0
                     row(label, r.bone, case, ref, "otsu", sec,
                         f"{len(r.flips)}/{sum(r.flips)} {100 * right:3.0f} % "
-                        f"misfit {misfit(r, case):.3f} "
+                        f"misfit {misfit(r.bone, r.marrow, r.bone_level, case):.3f} "
                         f"E {r.energies[0]:.3g}->{r.energies[-1]:.3g}"
                         f" m={r.marrow:.3g} b={r.bone_level:.3g}")  # fmt: skip
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

@@ -86,6 +86,13 @@ class Case:
     h: np.ndarray
     offset: float
 
+    def scaled(self, factor: float) -> Case:
+        """This case with every grey level (``f``, ``g``, the offset) times ``factor``."""
+        if factor == 1.0:
+            return self
+        return Case(f"{self.name} x{factor:g}", self.real, self.f * factor, self.g * factor,
+                    self.h, self.offset * factor)  # fmt: skip
+
 
 def real_kernel() -> np.ndarray:
     """An anisotropic, non-Gaussian 9³ kernel of gain 0.9: 0.8 of an off-centre
@@ -258,9 +265,7 @@ def main() -> None:
         if case is None:
             print(f"\n(case {key}: no mask under {args.data} or no nibabel: skipped)")
             continue
-        if args.scale != 1.0:
-            case = Case(f"{case.name} x{args.scale:g}", case.real, case.f * args.scale,
-                        case.g * args.scale, case.h, case.offset * args.scale)  # fmt: skip
+        case = case.scaled(args.scale)
         results[case.name] = run_case(case, 40 if args.quick else None)
     summary(results, real_only=False)
     summary(results, real_only=True)
